@@ -1,0 +1,37 @@
+"""pyro-vaes: variational autoencoder variants as composable Pyro model/guide pairs."""
+
+from pyro_vaes import (
+    callbacks,
+    data,
+    evaluate,
+    guides,
+    likelihoods,
+    nets,
+    priors,
+    variants,
+)
+from pyro_vaes.callbacks import EarlyStopping, History, KLAnnealing
+from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
+from pyro_vaes.fit import fit
+from pyro_vaes.vae import VAE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "CheckpointError",
+    "DataError",
+    "EarlyStopping",
+    "History",
+    "KLAnnealing",
+    "TrainingDiverged",
+    "callbacks",
+    "data",
+    "evaluate",
+    "fit",
+    "guides",
+    "likelihoods",
+    "nets",
+    "priors",
+    "variants",
+]

@@ -1,0 +1,235 @@
+"""Data in: tensors, Datasets and DataLoaders; bundled and torchvision datasets; binarisation.
+
+Datasets come back as :class:`Splits`: float images in ``[0, 1]`` shaped ``(N, C, H, W)`` with
+integer labels. The offline default is scikit-learn's bundled 8x8 handwritten digits; MNIST,
+FashionMNIST and CIFAR10 come through torchvision (downloaded where the machine has internet);
+``mnist10k`` reads the real MNIST test set from a folder of IDX files and splits it 8,000/2,000.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pyro_vaes.errors import DataError
+
+__all__ = [
+    "Splits",
+    "as_tensor",
+    "binarize",
+    "check_finite",
+    "dynamic_binarize",
+    "first_item",
+    "load",
+    "registry",
+]
+
+
+# ---------------------------------------------------------------- tensors, Datasets, DataLoaders
+
+
+def first_item(batch: object) -> torch.Tensor:
+    """The data part of a batch: ``x`` itself, or ``x`` from an ``(x, y, ...)`` tuple."""
+    if isinstance(batch, list | tuple):
+        if not batch:
+            raise DataError("a batch is an empty tuple: expected x or (x, y)")
+        batch = batch[0]
+    if not isinstance(batch, torch.Tensor):
+        raise DataError(
+            f"expected a tensor or an (x, y) tuple of tensors, got {type(batch).__name__}"
+        )
+    return batch
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return x if x.is_floating_point() else x.float()
+
+
+def as_tensor(data: torch.Tensor | Dataset | tuple | list, name: str = "data") -> torch.Tensor:
+    """Materialise ``data`` (a tensor, an ``(x, y)`` pair, or a map-style ``Dataset`` whose items
+    are ``x`` or ``(x, y)``) as one float tensor ``(N, ...)``; labels are dropped.
+
+    :raises DataError: if the data is empty or not made of tensors.
+    """
+    if isinstance(data, DataLoader):
+        raise TypeError("as_tensor takes tensors or Datasets; iterate a DataLoader instead")
+    if isinstance(data, torch.Tensor | list | tuple):
+        x = first_item(data) if isinstance(data, list | tuple) else data
+    elif isinstance(data, Dataset):
+        try:
+            size = len(data)  # type: ignore[arg-type]
+        except TypeError:
+            raise DataError(f"{name}: a Dataset without len(); pass a DataLoader instead") from None
+        if size == 0:
+            raise DataError(f"{name} is empty")
+        loader = DataLoader(data, batch_size=1024, shuffle=False)
+        x = torch.cat([first_item(b) for b in loader])
+    else:
+        raise TypeError(
+            f"{name} must be a tensor, an (x, y) pair, a Dataset or a DataLoader, "
+            f"got {type(data).__name__}"
+        )
+    if x.dim() < 2:
+        raise DataError(
+            f"{name} must have shape (N, ...) with one row per datapoint, got {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise DataError(f"{name} is empty")
+    return _as_float(x)
+
+
+def check_finite(x: torch.Tensor, name: str = "data") -> None:
+    """:raises DataError: naming the first datapoint that holds a NaN or an infinity."""
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        idx = int(bad.nonzero()[0, 0])
+        kinds = "NaN" if bool(torch.isnan(x[idx]).any()) else "Inf"
+        raise DataError(
+            f"{name} holds non-finite values: {int(bad.sum())} datapoint(s), the first at index "
+            f"{idx} ({kinds})"
+        )
+
+
+# ---------------------------------------------------------------- binarisation
+
+
+def binarize(x: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
+    """Static binarisation: one Bernoulli draw per pixel with probability ``x`` in ``[0, 1]``,
+    reproducible with ``seed`` (``None`` uses the global RNG)."""
+    if bool(((x < 0) | (x > 1)).any()):
+        raise DataError("binarize expects intensities in [0, 1]")
+    gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
+    return torch.bernoulli(x, generator=gen)
+
+
+def dynamic_binarize(x: torch.Tensor) -> torch.Tensor:
+    """Dynamic binarisation: a fresh Bernoulli draw each time a batch is seen. Pass it as
+    ``fit(..., transform=dynamic_binarize)`` so that every epoch sees new binary images."""
+    return torch.bernoulli(x)
+
+
+# ---------------------------------------------------------------- named datasets
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A train/test split of images in ``[0, 1]``, shaped ``(N, C, H, W)``, with labels."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one datapoint."""
+        return tuple(self.x_train.shape[1:])
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Splits:
+        """Apply ``fn`` to the images of both splits (e.g. static binarisation)."""
+        return replace(self, x_train=fn(self.x_train), x_test=fn(self.x_test))
+
+
+def _digits(root: Path | None) -> Splits:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    n_train = 1437  # the usual 80/20 split of the 1,797 images
+    return Splits("digits", x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped), the format MNIST is distributed in."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(
+            f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}"
+        )
+    return data.reshape(dims)
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for folder in (root / "MNIST" / "raw", root / "raw", root):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    raise DataError(
+        f"mnist10k: cannot find {stem}[.gz] under {root} (looked in MNIST/raw, raw and the folder "
+        "itself); pass --data-root or set PYRO_VAES_DATA"
+    )
+
+
+def _mnist10k(root: Path | None) -> Splits:
+    root = Path(root or os.environ.get("PYRO_VAES_DATA", "data"))
+    images = _read_idx(_find_idx(root, "t10k-images-idx3-ubyte"))
+    labels = _read_idx(_find_idx(root, "t10k-labels-idx1-ubyte"))
+    if images.shape != (10000, 28, 28) or labels.shape != (10000,):
+        raise DataError(f"mnist10k expects the 10,000 MNIST test images, found {images.shape}")
+    x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
+    y = torch.from_numpy(labels.astype(np.int64))
+    return Splits("mnist10k", x[:8000], y[:8000], x[8000:], y[8000:])
+
+
+def _torchvision(cls_name: str) -> Callable[[Path | None], Splits]:
+    def load_split(root: Path | None) -> Splits:
+        import torchvision
+
+        cls = getattr(torchvision.datasets, cls_name)
+        folder = str(root or os.environ.get("PYRO_VAES_DATA", "data"))
+        parts = []
+        for train in (True, False):
+            ds = cls(folder, train=train, download=True)
+            x = torch.as_tensor(np.asarray(ds.data)).float().div_(255.0)
+            x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x.unsqueeze(1)  # to (N, C, H, W)
+            parts += [x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)]
+        return Splits(cls_name.lower(), *parts)
+
+    return load_split
+
+
+#: name -> loader ``(root) -> Splits``
+registry: dict[str, Callable[[Path | None], Splits]] = {
+    "digits": _digits,
+    "mnist10k": _mnist10k,
+    "mnist": _torchvision("MNIST"),
+    "fashion_mnist": _torchvision("FashionMNIST"),
+    "cifar10": _torchvision("CIFAR10"),
+}
+
+
+def load(name: str, root: str | Path | None = None) -> Splits:
+    """Load the dataset registered as ``name`` (see :data:`registry`).
+
+    :param root: the folder that holds (or receives) the files; defaults to ``$PYRO_VAES_DATA``
+        or ``./data``. Not used by ``digits``, which ships with scikit-learn.
+    """
+    try:
+        loader = registry[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(registry)}") from None
+    return loader(Path(root) if root is not None else None)
+
+
+def batches(x: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
+    """Consecutive slices of ``x`` of at most ``batch_size`` datapoints."""
+    for start in range(0, x.shape[0], batch_size):
+        yield x[start : start + batch_size]

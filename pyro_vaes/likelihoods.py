@@ -1,0 +1,104 @@
+r"""Likelihoods :math:`p(x \mid z)`: decoder output -> distribution over a datapoint.
+
+A decoder outputs raw parameters (logits, means); the likelihood owns the link function and
+declares the data dimensions as event dimensions, so ``log_prob`` returns one number per
+datapoint (and per particle, when particles are vectorised).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.distributions import constraints
+
+__all__ = ["Bernoulli", "Gaussian", "Likelihood", "get", "register", "registry"]
+
+
+class Likelihood(nn.Module):
+    """Base class: ``likelihood(params, event_dim)`` returns a distribution whose event shape is
+    the trailing ``event_dim`` dimensions of ``params``."""
+
+    #: the set of data values the likelihood can score
+    support: constraints.Constraint = constraints.real
+
+    def forward(self, params: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        raise NotImplementedError
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """The mean of :math:`p(x \\mid z)` for decoder output ``params`` (for pictures)."""
+        raise NotImplementedError
+
+
+class Bernoulli(Likelihood):
+    r"""Independent Bernoulli pixels with logits from the decoder:
+    :math:`\log p(x\mid z) = \sum_i x_i \ell_i - \log(1 + e^{\ell_i})`.
+
+    Data must be binary (see :mod:`pyro_vaes.data` for static and dynamic binarisation).
+    """
+
+    support = constraints.boolean
+
+    def forward(self, params: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return dist.Bernoulli(logits=params).to_event(event_dim)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(params)
+
+
+class Gaussian(Likelihood):
+    r"""Independent Gaussian pixels :math:`\mathcal N(x_i; \mu_i, \sigma^2)` with the mean from the
+    decoder and one standard deviation :math:`\sigma`, fixed or learned.
+
+    :param scale: the (initial) standard deviation :math:`\sigma > 0`.
+    :param learn_scale: learn :math:`\log\sigma` as a parameter (the :math:`\sigma`-VAE of
+        Rybkin et al. 2021), instead of keeping it fixed.
+
+    References:
+        [1] Rybkin, Daniilidis, Levine. Simple and Effective VAE Training with Calibrated
+        Decoders. ICML 2021.
+    """
+
+    def __init__(self, scale: float = 1.0, learn_scale: bool = False) -> None:
+        super().__init__()
+        if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"Gaussian likelihood: scale must be a positive number, got {scale!r}")
+        log_scale = torch.tensor(math.log(scale))
+        if learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+    def forward(self, params: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return dist.Normal(params, self.scale).to_event(event_dim)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return params
+
+
+registry: dict[str, Callable[..., Likelihood]] = {}
+
+
+def register(name: str, factory: Callable[..., Likelihood]) -> None:
+    """Make ``factory`` available by ``name`` (for the CLI and the variant catalogue)."""
+    registry[name] = factory
+
+
+def get(name: str, **options: object) -> Likelihood:
+    """Build the likelihood registered as ``name``."""
+    try:
+        factory = registry[name]
+    except KeyError:
+        raise ValueError(f"unknown likelihood {name!r}; choose from {sorted(registry)}") from None
+    return factory(**options)
+
+
+register("bernoulli", Bernoulli)
+register("gaussian", Gaussian)

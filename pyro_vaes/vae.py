@@ -1,0 +1,97 @@
+"""The variational autoencoder as a Pyro model/guide pair built from five parts."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from pyro_vaes.likelihoods import Likelihood
+
+__all__ = ["VAE"]
+
+
+class VAE(nn.Module):
+    r"""A variational autoencoder from its parts:
+
+    .. math::
+        p_\theta(x, z) = p(z)\, p_\theta(x \mid z), \qquad
+        q_\phi(z \mid x) = \text{posterior}(\text{encoder}(x)),
+
+    ``model`` samples ``z`` from the prior and scores the observed batch under
+    ``likelihood(decoder(z))``; ``guide`` samples ``z`` from the posterior. Both put the batch in the
+    plate ``"data"`` (dim -1), so the latent site ``"z"`` and the observed site ``"x"`` carry one
+    term per datapoint, and the objective (any Pyro ELBO) handles the rest.
+
+    ``beta`` scales the latent site in both model and guide with :func:`pyro.poutine.scale`, which
+    turns the ELBO into the beta-VAE objective
+    :math:`\mathbb E_q[\log p(x\mid z)] - \beta\,\mathrm{KL}(q(z\mid x)\,\|\,p(z))`. It is a plain
+    attribute, so a schedule (see :class:`pyro_vaes.callbacks.KLAnnealing`) can change it while
+    fitting.
+
+    The parameters live in this module, not in Pyro's global parameter store, so two VAEs in one
+    process never share them; :func:`pyro_vaes.fit` finds them through ``model.__self__``.
+
+    :param encoder: ``x -> h``.
+    :param decoder: ``z -> likelihood parameters``, shaped like ``x``.
+    :param prior: ``() -> distribution over z``.
+    :param posterior: ``h -> distribution over z``.
+    :param likelihood: ``(parameters, event_dim) -> distribution over x``.
+    :param beta: the weight of the KL term (1 for the plain VAE).
+
+    References:
+        [1] Kingma, Welling. Auto-Encoding Variational Bayes. ICLR 2014.
+        [2] Higgins et al. beta-VAE: Learning Basic Visual Concepts with a Constrained Variational
+        Framework. ICLR 2017.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        prior: nn.Module,
+        posterior: nn.Module,
+        likelihood: Likelihood,
+        *,
+        beta: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {beta!r}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior = prior
+        self.posterior = posterior
+        self.likelihood = likelihood
+        self.beta = float(beta)
+
+    def model(self, x: torch.Tensor) -> None:
+        """:math:`z \\sim p(z)`, :math:`x \\sim p(x \\mid z)`, for each datapoint of the batch."""
+        with pyro.plate("data", x.shape[0]):
+            with poutine.scale(scale=self.beta):
+                z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.likelihood(self.decoder(z), x.dim() - 1), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        """:math:`z \\sim q(z \\mid x)` for each datapoint of the batch."""
+        with pyro.plate("data", x.shape[0]):
+            h = self.encoder(x)
+            with poutine.scale(scale=self.beta):
+                pyro.sample("z", self.posterior(h))
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` draws of the likelihood's mean at codes from the prior (for pictures)."""
+        z = self.prior().sample((n,))
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The likelihood's mean at the posterior mean code of each datapoint."""
+        return self.likelihood.mean(self.decoder(self.posterior(self.encoder(x)).mean))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior mean code of each datapoint."""
+        return self.posterior(self.encoder(x)).mean
