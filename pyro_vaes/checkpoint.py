@@ -17,7 +17,7 @@ import torch
 
 from pyro_vaes.errors import CheckpointError
 
-__all__ = ["FORMAT", "load", "save"]
+__all__ = ["FORMAT", "load", "restore", "save"]
 
 #: the ``format`` entry that marks a pyro-vaes checkpoint
 FORMAT = "pyro-vaes/checkpoint/1"
@@ -59,3 +59,19 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro-vaes checkpoint (expected format {FORMAT!r})")
     return state
+
+
+def restore(module: torch.nn.Module, path: str | Path, index: int = 0) -> torch.nn.Module:
+    """Load the parameters that :func:`pyro_vaes.fit` saved for the ``index``-th module that owns
+    the model and guide (0 for a :class:`pyro_vaes.VAE`) into ``module``.
+
+    :raises CheckpointError: if the checkpoint is unreadable or does not fit ``module``.
+    """
+    prefix = f"module{index}."
+    params = load(path)["params"]
+    state = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not fit this model: {err}") from err
+    return module

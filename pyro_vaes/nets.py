@@ -8,6 +8,7 @@ pass through untouched.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -19,7 +20,7 @@ __all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"]
 
 def _mlp(sizes: Sequence[int], final_activation: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if final_activation or i < len(sizes) - 2:
             layers.append(nn.ReLU())
