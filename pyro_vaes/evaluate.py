@@ -27,6 +27,7 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
 from pyro_vaes.data import as_tensor, batches, check_finite
@@ -97,8 +98,10 @@ def _log_weights(
 
         return wrapped
 
-    guide_tr = poutine.trace(vectorised(guide)).get_trace(x)
-    model_tr = poutine.trace(poutine.replay(vectorised(model), trace=guide_tr)).get_trace(x)
+    guide_tr = prune_subsample_sites(poutine.trace(vectorised(guide)).get_trace(x))
+    model_tr = prune_subsample_sites(
+        poutine.trace(poutine.replay(vectorised(model), trace=guide_tr)).get_trace(x)
+    )
     rank, b = nesting + 1, x.shape[0]
     log_w = x.new_zeros(n, b)
     log_lik = x.new_zeros(n, b)

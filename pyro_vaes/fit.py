@@ -22,6 +22,7 @@ import pyro.infer
 import pyro.optim
 import torch
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 from torch import nn
 from torch.distributions import constraints, kl_divergence
 from torch.utils.data import DataLoader, Dataset
@@ -125,8 +126,10 @@ def _trace_structure(
 ) -> _Structure:
     """Run guide and model once on ``batch`` to find their parameters and observed sites."""
     try:
-        guide_tr = poutine.trace(guide).get_trace(batch)
-        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(batch)
+        guide_tr = prune_subsample_sites(poutine.trace(guide).get_trace(batch))
+        model_tr = prune_subsample_sites(
+            poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(batch)
+        )
     except (RuntimeError, ValueError, IndexError) as err:
         raise DataError(
             f"the model and guide cannot score a batch of shape {tuple(batch.shape)}; does the data "

@@ -28,7 +28,7 @@ class VAE(nn.Module):
     turns the ELBO into the beta-VAE objective
     :math:`\mathbb E_q[\log p(x\mid z)] - \beta\,\mathrm{KL}(q(z\mid x)\,\|\,p(z))`. It is a plain
     attribute, so a schedule (see :class:`pyro_vaes.callbacks.KLAnnealing`) can change it while
-    fitting.
+    fitting. ``beta = 0`` masks the latent site out (an autoencoder with a noisy code).
 
     The parameters live in this module, not in Pyro's global parameter store, so two VAEs in one
     process never share them; :func:`pyro_vaes.fit` finds them through ``model.__self__``.
@@ -66,10 +66,14 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.beta = float(beta)
 
+    def _kl_weight(self) -> poutine.messenger.Messenger:
+        # poutine.scale takes only positive scales; beta = 0 switches the latent terms off
+        return poutine.scale(scale=self.beta) if self.beta > 0 else poutine.mask(mask=False)
+
     def model(self, x: torch.Tensor) -> None:
         """:math:`z \\sim p(z)`, :math:`x \\sim p(x \\mid z)`, for each datapoint of the batch."""
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=self.beta):
+            with self._kl_weight():
                 z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z), x.dim() - 1), obs=x)
 
@@ -77,7 +81,7 @@ class VAE(nn.Module):
         """:math:`z \\sim q(z \\mid x)` for each datapoint of the batch."""
         with pyro.plate("data", x.shape[0]):
             h = self.encoder(x)
-            with poutine.scale(scale=self.beta):
+            with self._kl_weight():
                 pyro.sample("z", self.posterior(h))
 
     @torch.no_grad()
