@@ -384,6 +384,14 @@ def fit(
         if not resume_path.exists():
             raise CheckpointError(f"no checkpoint file at {resume_path}")
     saved = ckpt.load(resume_path) if resume_path is not None else None
+    if saved is not None:
+        missing = sorted({"epoch", "global_step", "params", "optimizer", "history", "rng"} - set(saved))
+        if missing:
+            raise CheckpointError(f"{resume_path} is not a checkpoint of fit: it lacks {missing}")
+        if int(saved["epoch"]) > epochs:
+            raise ValueError(
+                f"the checkpoint is at epoch {saved['epoch']}, beyond epochs={epochs}; ask for more"
+            )
 
     if seed is not None:
         pyro.set_rng_seed(seed)
