@@ -385,7 +385,9 @@ def fit(
             raise CheckpointError(f"no checkpoint file at {resume_path}")
     saved = ckpt.load(resume_path) if resume_path is not None else None
     if saved is not None:
-        missing = sorted({"epoch", "global_step", "params", "optimizer", "history", "rng"} - set(saved))
+        missing = sorted(
+            {"epoch", "global_step", "params", "optimizer", "history", "rng"} - set(saved)
+        )
         if missing:
             raise CheckpointError(f"{resume_path} is not a checkpoint of fit: it lacks {missing}")
         if int(saved["epoch"]) > epochs:

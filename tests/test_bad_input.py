@@ -54,10 +54,15 @@ def test_empty_data(small_vae, empty):
         _fit(small_vae, empty)
 
 
-@pytest.mark.parametrize(("kw", "msg"), [
-    ({"batch_size": 0}, "batch_size"), ({"batch_size": -5}, "batch_size"),
-    ({"batch_size": 2.5}, "batch_size"), ({"epochs": -1}, "epochs"),
-])
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -5}, "batch_size"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"epochs": -1}, "epochs"),
+    ],
+)
 def test_impossible_settings(digits, small_vae, kw, msg):
     with pytest.raises(ValueError, match=msg):
         _fit(small_vae, digits.x_train, **kw)

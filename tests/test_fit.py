@@ -24,8 +24,16 @@ def _params(module: nn.Module) -> dict[str, torch.Tensor]:
 def test_training_improves_test_log_likelihood(digits, small_vae):
     vae = small_vae
     before = pv.evaluate.log_likelihood(vae.model, vae.guide, digits.x_test, 100).mean()
-    history = pv.fit(vae.model, vae.guide, digits.x_train, epochs=15, batch_size=50,
-                     val_data=digits.x_test, progress=False, seed=0)
+    history = pv.fit(
+        vae.model,
+        vae.guide,
+        digits.x_train,
+        epochs=15,
+        batch_size=50,
+        val_data=digits.x_test,
+        progress=False,
+        seed=0,
+    )
     after = pv.evaluate.log_likelihood(vae.model, vae.guide, digits.x_test, 100).mean()
     assert after > before + 10, (float(before), float(after))
     assert len(history) == 15 and all(v is not None for v in history.val_loss)
@@ -62,8 +70,15 @@ def test_kl_annealing_drives_beta(digits, small_vae):
 
     steps = 1437 // 100 + 1
     anneal = pv.KLAnnealing(small_vae, warmup_epochs=2, start=0.0, end=1.0)
-    pv.fit(small_vae.model, small_vae.guide, digits.x_train, epochs=3, batch_size=100,
-           callbacks=[anneal, Record()], progress=False)
+    pv.fit(
+        small_vae.model,
+        small_vae.guide,
+        digits.x_train,
+        epochs=3,
+        batch_size=100,
+        callbacks=[anneal, Record()],
+        progress=False,
+    )
     assert seen[0] == 0.0
     assert seen[steps] == pytest.approx(0.5)
     assert seen[-1] == 1.0 and small_vae.beta == 1.0
@@ -72,8 +87,14 @@ def test_kl_annealing_drives_beta(digits, small_vae):
 
 def test_early_stopping(digits, small_vae):
     stop = pv.EarlyStopping(patience=1, min_delta=1e9)
-    history = pv.fit(small_vae.model, small_vae.guide, digits.x_train, epochs=10,
-                     callbacks=[stop], progress=False)
+    history = pv.fit(
+        small_vae.model,
+        small_vae.guide,
+        digits.x_train,
+        epochs=10,
+        callbacks=[stop],
+        progress=False,
+    )
     assert len(history) == 2
 
 
@@ -81,9 +102,18 @@ def test_resume_matches_uninterrupted_run(digits, tmp_path):
     def run(epochs: int, ckdir, resume: bool) -> pv.VAE:
         torch.manual_seed(0)
         vae = pv.variants.build("vae", digits.shape, latent_dim=4, hidden=(32,))
-        pv.fit(vae.model, vae.guide, digits.x_train, epochs=epochs, batch_size=128, seed=3,
-               checkpoint_dir=ckdir, resume=resume, progress=False,
-               transform=pv.data.dynamic_binarize)
+        pv.fit(
+            vae.model,
+            vae.guide,
+            digits.x_train,
+            epochs=epochs,
+            batch_size=128,
+            seed=3,
+            checkpoint_dir=ckdir,
+            resume=resume,
+            progress=False,
+            transform=pv.data.dynamic_binarize,
+        )
         return vae
 
     straight = run(4, tmp_path / "a", False)
@@ -141,15 +171,20 @@ def test_two_vaes_never_share_parameters(digits):
 
 def test_dataset_dataloader_and_pairs(digits, small_vae):
     ds = TensorDataset(digits.x_train, digits.y_train)
-    for data in (ds, DataLoader(ds, batch_size=200, shuffle=True), (digits.x_train, digits.y_train)):
+    for data in (
+        ds,
+        DataLoader(ds, batch_size=200, shuffle=True),
+        (digits.x_train, digits.y_train),
+    ):
         history = pv.fit(small_vae.model, small_vae.guide, data, epochs=1, progress=False)
         assert len(history) == 1 and history.loss[0] > 0
 
 
 def test_pyro_optim_and_factories(digits, small_vae):
     for optim in (pyro.optim.Adam({"lr": 1e-2}), functools.partial(torch.optim.SGD, lr=1e-3)):
-        history = pv.fit(small_vae.model, small_vae.guide, digits.x_train, epochs=1,
-                         optim=optim, progress=False)
+        history = pv.fit(
+            small_vae.model, small_vae.guide, digits.x_train, epochs=1, optim=optim, progress=False
+        )
         assert len(history) == 1
 
 
@@ -158,8 +193,9 @@ def test_elbo_without_differentiable_loss_trains(digits, small_vae):
     averages the gradients over the batch without scaling the log densities."""
     before = _params(small_vae)
     loss = pyro.infer.RenyiELBO(alpha=0, num_particles=2, vectorize_particles=True)
-    history = pv.fit(small_vae.model, small_vae.guide, digits.x_train, epochs=2, loss=loss,
-                     progress=False)
+    history = pv.fit(
+        small_vae.model, small_vae.guide, digits.x_train, epochs=2, loss=loss, progress=False
+    )
     assert history.loss[1] < history.loss[0]
     assert any(not torch.equal(v, before[k]) for k, v in _params(small_vae).items())
 
@@ -174,15 +210,24 @@ def test_default_loss_is_analytic_where_possible(digits, small_vae):
             q = small_vae.posterior(h).base_dist
             pyro.sample("z", dist.StudentT(3.0, q.loc, q.scale).to_event(1))
 
-    assert isinstance(pv.fit.__globals__["default_loss"](small_vae.model, guide_t, digits.x_train[:5]),
-                      pyro.infer.Trace_ELBO)
+    assert isinstance(
+        pv.fit.__globals__["default_loss"](small_vae.model, guide_t, digits.x_train[:5]),
+        pyro.infer.Trace_ELBO,
+    )
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fit_and_evaluate_on_cuda(digits, small_vae):
-    history = pv.fit(small_vae.model, small_vae.guide, digits.x_train, epochs=2, device="cuda",
-                     val_data=digits.x_test, progress=False)
+    history = pv.fit(
+        small_vae.model,
+        small_vae.guide,
+        digits.x_train,
+        epochs=2,
+        device="cuda",
+        val_data=digits.x_test,
+        progress=False,
+    )
     assert next(small_vae.parameters()).is_cuda and history.loss[1] < history.loss[0]
     ll = pv.evaluate.log_likelihood(small_vae.model, small_vae.guide, digits.x_test, 50)
     assert ll.shape == (360,) and torch.isfinite(ll).all()
