@@ -20,7 +20,7 @@ def _fit(vae, data, tmp_path=None, **kw):
 def test_non_finite_data(digits, small_vae, tmp_path, bad):
     x = digits.x_train.clone()
     x[7, 0, 3, 3] = bad
-    with pytest.raises(pv.DataError, match="non-finite.*index 7"):
+    with pytest.raises(pv.DataError, match=r"non-finite.*index 7"):
         _fit(small_vae, x, tmp_path)
     assert not (tmp_path / "ck").exists()
 
@@ -50,7 +50,7 @@ def test_values_outside_bernoulli_support(digits, small_vae, tmp_path):
 
 @pytest.mark.parametrize("empty", [torch.zeros(0, 1, 8, 8), torch.zeros(0)])
 def test_empty_data(small_vae, empty):
-    with pytest.raises(pv.DataError, match="empty|shape"):
+    with pytest.raises(pv.DataError, match=r"empty|shape"):
         _fit(small_vae, empty)
 
 

@@ -55,7 +55,7 @@ def test_mnist10k_errors(tmp_path):
     with pytest.raises(pv.DataError, match="cannot find"):
         data.load("mnist10k", tmp_path)
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + (10).to_bytes(4, "big"))
-    with pytest.raises(pv.DataError, match="truncated|not an unsigned-byte"):
+    with pytest.raises(pv.DataError, match=r"truncated|not an unsigned-byte"):
         data.load("mnist10k", tmp_path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
 import pyro
 import pyro.distributions as dist
@@ -82,7 +83,7 @@ def test_kl_annealing_drives_beta(digits, small_vae):
     assert seen[0] == 0.0
     assert seen[steps] == pytest.approx(0.5)
     assert seen[-1] == 1.0 and small_vae.beta == 1.0
-    assert all(a <= b for a, b in zip(seen, seen[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(seen))
 
 
 def test_early_stopping(digits, small_vae):
@@ -119,7 +120,7 @@ def test_resume_matches_uninterrupted_run(digits, tmp_path):
     straight = run(4, tmp_path / "a", False)
     run(2, tmp_path / "b", False)
     resumed = run(4, tmp_path / "b", True)
-    for (k, a), b in zip(_params(straight).items(), _params(resumed).values()):
+    for (k, a), b in zip(_params(straight).items(), _params(resumed).values(), strict=False):
         assert torch.equal(a, b), k
     saved = pv.checkpoint.load(tmp_path / "b" / "checkpoint.pt")
     assert saved["epoch"] == 4 and saved["history"]["epoch"] == [1, 2, 3, 4]
@@ -152,9 +153,9 @@ def test_two_models_never_share_parameters():
     after_first = [_params(m) for m in nets[0]]
     pv.fit(*pairs[1], x, epochs=2, progress=False)
     for i, (enc, dec) in enumerate(nets):
-        for m, before in zip((enc, dec), init[i]):
+        for m, before in zip((enc, dec), init[i], strict=False):
             assert not torch.equal(m.weight, before["weight"]), f"model {i} did not train"
-    for m, before in zip(nets[0], after_first):
+    for m, before in zip(nets[0], after_first, strict=False):
         assert torch.equal(m.weight.detach(), before["weight"]), "the second fit moved the first"
     # pyro.param values stay reachable after fitting, as in Pyro
     assert "scale" in pyro.get_param_store()
