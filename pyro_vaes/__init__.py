@@ -7,6 +7,7 @@ from pyro_vaes import (
     guides,
     likelihoods,
     nets,
+    objectives,
     priors,
     variants,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "guides",
     "likelihoods",
     "nets",
+    "objectives",
     "priors",
     "variants",
 ]

@@ -26,12 +26,11 @@ from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
 from pyro_vaes.data import as_tensor, batches, check_finite
 from pyro_vaes.fit import owners
+from pyro_vaes.objectives.elbo import traces
 
 __all__ = ["Scores", "elbo", "log_likelihood", "reconstruction_error", "scores"]
 
@@ -51,8 +50,7 @@ def _plates(
     model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor
 ) -> tuple[int, int]:
     """The model's plate nesting and the dim of the plate that holds the datapoints."""
-    guide_tr = poutine.trace(guide).get_trace(x)
-    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x)
+    model_tr, guide_tr = traces(model, guide, (x,), {})
     nesting, data_dim = 0, None
     for tr in (guide_tr, model_tr):
         for site in tr.nodes.values():
@@ -98,10 +96,7 @@ def _log_weights(
 
         return wrapped
 
-    guide_tr = prune_subsample_sites(poutine.trace(vectorised(guide)).get_trace(x))
-    model_tr = prune_subsample_sites(
-        poutine.trace(poutine.replay(vectorised(model), trace=guide_tr)).get_trace(x)
-    )
+    model_tr, guide_tr = traces(vectorised(model), vectorised(guide), (x,), {})
     rank, b = nesting + 1, x.shape[0]
     log_w = x.new_zeros(n, b)
     log_lik = x.new_zeros(n, b)

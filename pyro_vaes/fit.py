@@ -21,10 +21,8 @@ import pyro
 import pyro.infer
 import pyro.optim
 import torch
-from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
 from torch import nn
-from torch.distributions import constraints, kl_divergence
+from torch.distributions import constraints
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -32,6 +30,7 @@ from pyro_vaes import checkpoint as ckpt
 from pyro_vaes.callbacks import Callback, FitState, History
 from pyro_vaes.data import as_tensor, check_finite, first_item
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
+from pyro_vaes.objectives.elbo import ELBO, traces
 
 __all__ = ["CHECKPOINT_NAME", "default_loss", "fit", "resolve_device"]
 
@@ -118,7 +117,7 @@ class _Structure:
     params: dict[str, torch.Tensor]  # every tensor a checkpoint holds, by name
     trainable: list[torch.Tensor]
     observed: dict[str, constraints.Constraint]  # observed site -> support, for data checks
-    analytic_kl: bool
+    reparameterized: bool  # every latent guide site has rsample
 
 
 def _trace_structure(
@@ -126,14 +125,11 @@ def _trace_structure(
 ) -> _Structure:
     """Run guide and model once on ``batch`` to find their parameters and observed sites."""
     try:
-        guide_tr = prune_subsample_sites(poutine.trace(guide).get_trace(batch))
-        model_tr = prune_subsample_sites(
-            poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(batch)
-        )
+        model_tr, guide_tr = traces(model, guide, (batch,), {})
     except (RuntimeError, ValueError, IndexError) as err:
         raise DataError(
-            f"the model and guide cannot score a batch of shape {tuple(batch.shape)}; does the data "
-            f"match the model? ({type(err).__name__}: {err})"
+            f"the model and guide cannot score a batch of shape {tuple(batch.shape)}; does the "
+            f"data match the model? ({type(err).__name__}: {err})"
         ) from err
 
     params: dict[str, torch.Tensor] = {}
@@ -164,22 +160,24 @@ def _trace_structure(
         and isinstance(site["value"], torch.Tensor)
         and site["value"].shape == batch.shape
     }
-    analytic = True
-    for name, site in model_tr.nodes.items():
-        if site["type"] == "sample" and not site["is_observed"]:
-            try:
-                kl_divergence(guide_tr.nodes[name]["fn"], site["fn"])
-            except (NotImplementedError, KeyError):
-                analytic = False
-    return _Structure(params, trainable, observed, analytic)
+    reparameterized = all(
+        site["fn"].has_rsample
+        for name, site in guide_tr.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    )
+    return _Structure(params, trainable, observed, reparameterized)
 
 
 def default_loss(model: Callable[..., Any], guide: Callable[..., Any], batch: torch.Tensor) -> Any:
-    """``TraceMeanField_ELBO`` where every latent site has a registered closed-form KL, else
-    ``Trace_ELBO``."""
+    """:class:`pyro_vaes.objectives.ELBO` (closed-form KL terms where registered, no host
+    synchronisation) when every latent site of the guide is reparameterised, else Pyro's
+    ``Trace_ELBO`` with its score-function terms."""
     with pyro.validation_enabled(False):
-        analytic = _trace_structure(model, guide, batch).analytic_kl
-    return pyro.infer.TraceMeanField_ELBO() if analytic else pyro.infer.Trace_ELBO()
+        return _default_loss(_trace_structure(model, guide, batch))
+
+
+def _default_loss(structure: _Structure) -> Any:
+    return ELBO() if structure.reparameterized else pyro.infer.Trace_ELBO()
 
 
 def _check_support(x: torch.Tensor, observed: dict[str, constraints.Constraint], name: str) -> None:
@@ -346,8 +344,9 @@ def fit(
     :param guide: the matching guide.
     :param data: a tensor ``(N, ...)``, an ``(x, y)`` pair, a ``Dataset`` (materialised once as a
         tensor on the device), or a ``DataLoader`` (iterated as it is). Labels are ignored.
-    :param loss: any Pyro ELBO. Default: ``TraceMeanField_ELBO`` when every latent site has a
-        closed-form KL, else ``Trace_ELBO``. ELBOs without ``differentiable_loss`` (e.g.
+    :param loss: any Pyro ELBO. Default: :class:`pyro_vaes.objectives.ELBO` (the KL in closed
+        form where registered, like ``TraceMeanField_ELBO``) for reparameterised guides, else
+        ``Trace_ELBO``. ELBOs without ``differentiable_loss`` (e.g.
         ``RenyiELBO``) run through their ``loss_and_grads``.
     :param optim: ``None`` (Adam, lr 1e-3), a ``pyro.optim`` optimizer such as
         ``pyro.optim.Adam({"lr": 1e-3})``, or a factory ``params -> torch.optim.Optimizer``.
@@ -428,11 +427,7 @@ def fit(
                     transform(x) if transform and name == "data" else x, structure.observed, name
                 )
         if loss is None:
-            loss = (
-                pyro.infer.TraceMeanField_ELBO()
-                if structure.analytic_kl
-                else pyro.infer.Trace_ELBO()
-            )
+            loss = _default_loss(structure)
         objective = _Objective(loss, model, guide)
         optimizer = _make_optimizer(optim, structure.trainable)
 
@@ -454,7 +449,7 @@ def fit(
             start_epoch = int(saved["epoch"]) + 1
 
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        check_every = 1 if dev.type == "cpu" else 50
+        check_every = 20  # steps between reads of the loss on the host
         bar = tqdm(
             total=batches.steps * epochs,
             initial=batches.steps * (start_epoch - 1),
@@ -526,38 +521,38 @@ def _train_epoch(
     bar: Any,
     check_every: int,
 ) -> float:
-    """One pass over the data; returns the mean training loss per datapoint. The running sum and
-    the first non-finite step stay on the device and are read every ``check_every`` steps."""
+    """One pass over the data; returns the mean training loss per datapoint. The step losses stay
+    on the device and are read (summed, and checked for NaN or Inf) every ``check_every`` steps."""
     for m in owners(state.model, state.guide):
         m.train()
-    total = torch.zeros((), dtype=torch.float64, device=batches.device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=batches.device)
-    count = 0
+    total, count, pending = 0.0, 0, []
     for step, x in enumerate(batches):
         state.step = step
         for cb in callbacks:
             cb.on_step_start(state)
         if transform is not None:
             x = transform(x)
-        value = objective.step(x, params)
+        pending.append(objective.step(x, params))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        total += value.double()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(value), step, first_bad)
         count += x.shape[0]
         state.global_step += 1
         bar.update(1)
-        if (step + 1) % check_every == 0 or step + 1 == batches.steps:
-            bad = int(first_bad)
-            if bad >= 0:
+        if len(pending) == check_every or step + 1 == batches.steps:
+            values = torch.stack(pending).double()
+            bad = (~torch.isfinite(values)).nonzero()
+            if len(bad):
+                first = step + 1 - len(pending) + int(bad[0, 0])
                 raise TrainingDiverged(
-                    f"the loss became NaN or infinite at epoch {state.epoch}, step {bad}; "
+                    f"the loss became NaN or infinite at epoch {state.epoch}, step {first}; "
                     "training stopped and the last good checkpoint (if any) is kept",
                     epoch=state.epoch,
-                    step=bad,
+                    step=first,
                 )
-            bar.set_postfix(epoch=state.epoch, loss=f"{float(total) / count:.3f}", refresh=False)
-    return float(total) / count
+            total += float(values.sum())
+            pending = []
+            bar.set_postfix(epoch=state.epoch, loss=f"{total / count:.3f}", refresh=False)
+    return total / count
 
 
 def _score(

@@ -1,3 +1,6 @@
-"""Objectives beyond Pyro's own ELBOs (IWAE, MIWAE, total correlation, MMD, ...)."""
+"""Objectives beyond Pyro's own ELBOs; each is a ``pyro.infer.ELBO`` usable with ``SVI`` and
+:func:`pyro_vaes.fit`."""
 
-__all__: list[str] = []
+from pyro_vaes.objectives.elbo import ELBO
+
+__all__ = ["ELBO"]
