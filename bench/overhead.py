@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import handwritten
 
 import pyro_vaes as pv
+from pyro_vaes.fit import resolve_device
 
 
 def svi_epoch(vae: pv.VAE, svi: pyro.infer.SVI, x: torch.Tensor, batch_size: int) -> float:
@@ -49,7 +50,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    dev = pv.fit.__globals__["resolve_device"](args.device)
+    dev = resolve_device(args.device)
 
     splits = pv.data.load("mnist10k", args.data_root).map(pv.data.binarize)
     x, x_test = splits.x_train.to(dev), splits.x_test

@@ -2,12 +2,14 @@
 
 from pyro_vaes import (
     callbacks,
+    checkpoint,
     data,
     evaluate,
     guides,
     likelihoods,
     nets,
     objectives,
+    plots,
     priors,
     variants,
 )
@@ -27,6 +29,7 @@ __all__ = [
     "KLAnnealing",
     "TrainingDiverged",
     "callbacks",
+    "checkpoint",
     "data",
     "evaluate",
     "fit",
@@ -34,6 +37,7 @@ __all__ = [
     "likelihoods",
     "nets",
     "objectives",
+    "plots",
     "priors",
     "variants",
 ]
