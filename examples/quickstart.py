@@ -1,6 +1,6 @@
 """Fit a VAE on the bundled 8x8 digits, score it, and draw samples.
 
-    python examples/quickstart.py
+python examples/quickstart.py
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ def main() -> None:
         likelihood=pv.likelihoods.Bernoulli(),
     )
     history = pv.fit(
-        vae.model, vae.guide, splits.x_train,
-        epochs=40, batch_size=100, val_data=x_test,
+        vae.model,
+        vae.guide,
+        splits.x_train,
+        epochs=40,
+        batch_size=100,
+        val_data=x_test,
         transform=pv.data.dynamic_binarize,  # a fresh binarisation every epoch
         callbacks=[pv.KLAnnealing(vae, warmup_epochs=10), pv.EarlyStopping(patience=5)],
     )

@@ -8,6 +8,7 @@ arguments are checked once, up front; the per-step distribution checks are then 
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -77,9 +78,10 @@ class _Batches:
         device: torch.device,
         generator: torch.Generator,
         shuffle: bool,
+        check: Callable[[torch.Tensor], None] | None = None,
     ) -> None:
         self.data, self.batch_size, self.device = data, batch_size, device
-        self.generator, self.shuffle = generator, shuffle
+        self.generator, self.shuffle, self.check = generator, shuffle, check
         if isinstance(data, DataLoader):
             self.size = len(data.dataset)  # type: ignore[arg-type]
             self.steps = len(data)
@@ -90,7 +92,10 @@ class _Batches:
     def __iter__(self) -> Iterator[torch.Tensor]:
         if isinstance(self.data, DataLoader):
             for batch in self.data:
-                yield first_item(batch).to(self.device, non_blocking=True).float()
+                x = first_item(batch)
+                if self.check is not None:  # a loader's batches are checked as they come
+                    self.check(x)
+                yield x.to(self.device, non_blocking=True).float()
             return
         if self.shuffle:
             order = torch.randperm(self.size, generator=self.generator).to(self.device)
@@ -178,6 +183,11 @@ def default_loss(model: Callable[..., Any], guide: Callable[..., Any], batch: to
 
 def _default_loss(structure: _Structure) -> Any:
     return ELBO() if structure.reparameterized else pyro.infer.Trace_ELBO()
+
+
+def _check_batch(x: torch.Tensor, observed: dict[str, constraints.Constraint], name: str) -> None:
+    check_finite(x, f"a batch of {name}")
+    _check_support(x, observed, f"a batch of {name}")
 
 
 def _check_support(x: torch.Tensor, observed: dict[str, constraints.Constraint], name: str) -> None:
@@ -421,11 +431,13 @@ def fit(
         for p in structure.params.values():
             if p.device != dev:
                 p.data = p.data.to(dev)
-        for x, name in ((train, "data"), (val, "val_data")):
+        for x, name, bs in ((train, "data", batches), (val, "val_data", val_batches)):
             if isinstance(x, torch.Tensor):
                 _check_support(
                     transform(x) if transform and name == "data" else x, structure.observed, name
                 )
+            elif bs is not None:
+                bs.check = functools.partial(_check_batch, observed=structure.observed, name=name)
         if loss is None:
             loss = _default_loss(structure)
         objective = _Objective(loss, model, guide)

@@ -151,3 +151,13 @@ def test_nan_during_training_names_epoch_and_step_and_keeps_checkpoint(digits, s
     assert saved["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in saved["params"].values())
     assert not list((tmp_path / "ck").glob(".*tmp"))  # no half-written file left behind
+
+
+def test_bad_batch_from_a_dataloader(digits, small_vae):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = digits.x_train.clone()
+    x[1000, 0, 0, 0] = 0.5
+    loader = DataLoader(TensorDataset(x), batch_size=100)
+    with pytest.raises(pv.DataError, match=r"a batch of data.*support"):
+        _fit(small_vae, loader)

@@ -16,7 +16,7 @@ def _value_and_grads(loss, vae, x, seed=7):
     pyro.set_rng_seed(seed)
     value = loss.differentiable_loss(vae.model, vae.guide, x)
     value.backward()
-    return float(value), [p.grad.clone() for p in vae.parameters()]
+    return float(value.detach()), [p.grad.clone() for p in vae.parameters()]
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.3])
