@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
 import pyro
 import torch
 from pyro import poutine
@@ -66,7 +69,9 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.beta = float(beta)
 
-    def _kl_weight(self) -> poutine.messenger.Messenger:
+    def _kl_weight(self) -> AbstractContextManager[Any]:
+        if self.beta == 1.0:  # the plain VAE: no handler at all on the hot path
+            return nullcontext()
         # poutine.scale takes only positive scales; beta = 0 switches the latent terms off
         return poutine.scale(scale=self.beta) if self.beta > 0 else poutine.mask(mask=False)
 
