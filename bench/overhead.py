@@ -120,6 +120,7 @@ def main() -> None:
 
     if args.ll_samples:
         ours.eval()
+        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.perf_counter()
         ll = pv.evaluate.log_likelihood(ours.model, ours.guide, x_test, args.ll_samples)
         sync()
@@ -132,11 +133,13 @@ def main() -> None:
             "images": len(x_test),
             "seconds": secs,
             "peak_memory_mib": peak,
+            "peak_rss_before_mib": peak_before,
             "mean_nats": float(ll.mean()),
         }
         print(
             f"\nlog_likelihood k={args.ll_samples} on {len(x_test)} images: {secs:.1f} s, "
-            f"peak {'GPU memory' if dev.type == 'cuda' else 'RSS'} {peak:.0f} MiB, "
+            f"peak {'GPU memory' if dev.type == 'cuda' else 'RSS'} {peak:.0f} MiB "
+            f"(process peak before it: {peak_before:.0f} MiB), "
             f"mean {float(ll.mean()):.2f} nats (after {len(times['hand-written'])} epochs)"
         )
     if args.json:

@@ -50,7 +50,7 @@ def _load_run(run: Path) -> tuple[dict[str, Any], Any]:
     if not config_path.is_file():
         raise CheckpointError(f"{run} is not a run folder (no {CONFIG})")
     config = json.loads(config_path.read_text())
-    model = variants.build(config["variant"], config["data_shape"], **config["options"])
+    model: Any = variants.build(config["variant"], config["data_shape"], **config["options"])
     checkpoint.restore(model, run / CHECKPOINT_NAME)
     return config, model.eval()
 
@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     splits, transform = _prepare_data(config)
     config["data_shape"] = list(splits.shape)
     torch.manual_seed(args.seed)
-    model = variants.build(args.variant, splits.shape, **options)
+    model: Any = variants.build(args.variant, splits.shape, **options)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG).write_text(json.dumps(config, indent=2))
     history = fit(

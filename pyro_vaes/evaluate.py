@@ -52,15 +52,15 @@ def _plates(
     """The model's plate nesting and the dim of the plate that holds the datapoints."""
     model_tr, guide_tr = traces(model, guide, (x,), {})
     nesting, data_dim = 0, None
-    for tr in (guide_tr, model_tr):
-        for site in tr.nodes.values():
-            if site["type"] != "sample":
-                continue
-            for frame in site["cond_indep_stack"]:
-                if frame.vectorized:
-                    nesting = max(nesting, -frame.dim)
-                    if site["is_observed"] and frame.size == x.shape[0]:
-                        data_dim = frame.dim if data_dim is None else max(data_dim, frame.dim)
+    sites: list[Any] = [*guide_tr.nodes.values(), *model_tr.nodes.values()]
+    for site in sites:
+        if site["type"] != "sample":
+            continue
+        for frame in site["cond_indep_stack"]:
+            if frame.vectorized:
+                nesting = max(nesting, -frame.dim)
+                if site["is_observed"] and frame.size == x.shape[0]:
+                    data_dim = frame.dim if data_dim is None else max(data_dim, frame.dim)
     if data_dim is None:
         raise ValueError(
             "per-datapoint scores need the model to observe the batch inside a plate of size "
@@ -100,7 +100,9 @@ def _log_weights(
     rank, b = nesting + 1, x.shape[0]
     log_w = x.new_zeros(n, b)
     log_lik = x.new_zeros(n, b)
-    for name, site in model_tr.nodes.items():
+    model_sites: dict[str, Any] = model_tr.nodes
+    guide_sites: dict[str, Any] = guide_tr.nodes
+    for name, site in model_sites.items():
         if site["type"] != "sample":
             continue
         lp = _per_datapoint(site["fn"].log_prob(site["value"]), rank, data_dim, n, b)
@@ -108,7 +110,7 @@ def _log_weights(
         if site["is_observed"]:
             log_lik = log_lik + lp
         else:
-            g = guide_tr.nodes[name]
+            g = guide_sites[name]
             log_w = log_w - _per_datapoint(g["fn"].log_prob(g["value"]), rank, data_dim, n, b)
     return log_w, log_lik
 

@@ -143,8 +143,10 @@ def _trace_structure(
         for key, tensor in module.state_dict(keep_vars=True).items():
             params[f"module{i}.{key}"] = tensor
             seen.add(id(tensor))
-    for tr in (guide_tr, model_tr):
-        for name, site in tr.nodes.items():
+    model_sites: dict[str, Any] = model_tr.nodes
+    guide_sites: dict[str, Any] = guide_tr.nodes
+    for sites in (guide_sites, model_sites):
+        for name, site in sites.items():
             if site["type"] == "param":
                 unconstrained = site["value"].unconstrained()
                 if id(unconstrained) not in seen:
@@ -159,7 +161,7 @@ def _trace_structure(
 
     observed = {
         name: site["fn"].support
-        for name, site in model_tr.nodes.items()
+        for name, site in model_sites.items()
         if site["type"] == "sample"
         and site["is_observed"]
         and isinstance(site["value"], torch.Tensor)
@@ -167,7 +169,7 @@ def _trace_structure(
     }
     reparameterized = all(
         site["fn"].has_rsample
-        for name, site in guide_tr.nodes.items()
+        for site in guide_sites.values()
         if site["type"] == "sample" and not site["is_observed"]
     )
     return _Structure(params, trainable, observed, reparameterized)
@@ -220,7 +222,8 @@ def _make_optimizer(optim: Any, params: list[torch.Tensor]) -> torch.optim.Optim
         args = optim.pt_optim_args
         if callable(args):
             raise ValueError("per-parameter optimizer arguments are not supported; pass a dict")
-        return optim.pt_optim_constructor(params, **args)
+        constructor: Any = optim.pt_optim_constructor
+        return constructor(params, **args)
     if isinstance(optim, torch.optim.Optimizer):
         raise TypeError(
             "pass an optimizer factory (e.g. torch.optim.Adam or functools.partial("
@@ -282,11 +285,12 @@ class _Objective:
 
 
 def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
+    py_state: Any = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": [random.getstate()[0], list(random.getstate()[1])],
+        "python": [py_state[0], list(py_state[1])],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "shuffle": shuffle.get_state(),
     }

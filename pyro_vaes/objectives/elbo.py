@@ -27,7 +27,7 @@ def traces(
     return model_tr, guide_tr
 
 
-def _scaled_sum(site: dict[str, Any], value: torch.Tensor) -> torch.Tensor:
+def _scaled_sum(site: Any, value: torch.Tensor) -> torch.Tensor:
     return scale_and_mask(value, site["scale"], site["mask"]).sum()
 
 
@@ -36,15 +36,17 @@ def negative_elbo(model_tr: Trace, guide_tr: Trace) -> torch.Tensor:
     site :math:`\mathrm{KL}(q\,\|\,p)` in closed form where registered, else
     :math:`\log q(z) - \log p(z)` at the drawn :math:`z`. Scales and masks (``poutine.scale``,
     ``poutine.mask``) apply to each term."""
+    model_sites: dict[str, Any] = model_tr.nodes
+    guide_sites: dict[str, Any] = guide_tr.nodes
     loss = torch.zeros(())
-    for name, site in model_tr.nodes.items():
+    for name, site in model_sites.items():
         if site["type"] != "sample":
             continue
         fn, value = site["fn"], site["value"]
         if site["is_observed"]:
             loss = loss - _scaled_sum(site, fn.log_prob(value))
             continue
-        q = guide_tr.nodes[name]
+        q = guide_sites[name]
         if not q["fn"].has_rsample:
             raise ValueError(
                 f"latent site {name!r} is not reparameterisable ({type(q['fn']).__name__}); "
@@ -58,8 +60,8 @@ def negative_elbo(model_tr: Trace, guide_tr: Trace) -> torch.Tensor:
                 + _scaled_sum(q, q["fn"].log_prob(value))
                 - _scaled_sum(site, fn.log_prob(value))
             )
-    for name, q in guide_tr.nodes.items():  # auxiliary guide sites: their entropy term
-        if q["type"] == "sample" and name not in model_tr.nodes:
+    for name, q in guide_sites.items():  # auxiliary guide sites: their entropy term
+        if q["type"] == "sample" and name not in model_sites:
             loss = loss + _scaled_sum(q, q["fn"].log_prob(q["value"]))
     return loss
 

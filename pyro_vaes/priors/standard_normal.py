@@ -20,6 +20,9 @@ class StandardNormal(nn.Module):
         [1] Kingma, Welling. Auto-Encoding Variational Bayes. ICLR 2014.
     """
 
+    loc: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         if latent_dim < 1:
