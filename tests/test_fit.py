@@ -237,3 +237,9 @@ def test_fit_and_evaluate_on_cuda(digits, small_vae):
     assert next(small_vae.parameters()).is_cuda and history.loss[1] < history.loss[0]
     ll = pv.evaluate.log_likelihood(small_vae.model, small_vae.guide, digits.x_test, 50)
     assert ll.shape == (360,) and torch.isfinite(ll).all()
+
+
+def test_fallback_registration_stays_private(digits, small_vae):
+    loss = pyro.infer.RenyiELBO(alpha=0, num_particles=2, vectorize_particles=True)
+    pv.fit(small_vae.model, small_vae.guide, digits.x_train, epochs=1, loss=loss, progress=False)
+    assert not list(pyro.get_param_store().keys())
