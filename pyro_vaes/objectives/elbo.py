@@ -113,4 +113,4 @@ class ELBO(pyro.infer.ELBO):
     ) -> float:
         value = self.differentiable_loss(model, guide, *args, **kwargs)
         value.backward()
-        return float(value)
+        return float(value.detach())
