@@ -99,7 +99,7 @@ def test_conv_vae_and_learned_gaussian_scale_train(digits):
         optim=lambda p: torch.optim.Adam(p, lr=1e-2),
     )
     assert history.loss[-1] < history.loss[0]
-    assert float(vae.likelihood.scale) < 0.6
+    assert float(vae.likelihood.scale.detach()) < 0.6
 
 
 def test_torchvision_datasets_are_read_through_torchvision(monkeypatch, tmp_path):
