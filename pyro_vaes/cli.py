@@ -79,8 +79,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "likelihood": args.likelihood,
         "hidden": args.hidden,
     }
-    if args.beta is not None:
-        options["beta"] = args.beta
+    for key in ("beta", "prior", "posterior", "flow_steps", "components"):
+        if getattr(args, key) is not None:  # unset: the variant's default
+            options[key] = getattr(args, key)
     binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
     out = Path(args.out or f"runs/{args.variant}-{args.data}")
     config = {
@@ -200,6 +201,15 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--net", choices=["mlp", "conv"], default="mlp")
     t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
     t.add_argument("--beta", type=float, default=None, help="KL weight (beta_vae default: 4)")
+    t.add_argument("--prior", choices=sorted(variants.priors), default=None)
+    t.add_argument("--posterior", choices=sorted(variants.posteriors), default=None)
+    t.add_argument("--flow-steps", type=_positive_int, default=None)
+    t.add_argument(
+        "--components",
+        type=_positive_int,
+        default=None,
+        help="mixture components or VampPrior pseudo-inputs",
+    )
     t.add_argument(
         "--binarize",
         choices=sorted(BINARIZE),

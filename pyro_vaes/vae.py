@@ -98,9 +98,14 @@ class VAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The likelihood's mean at the posterior mean code of each datapoint."""
-        return self.likelihood.mean(self.decoder(self.posterior(self.encoder(x)).mean))
+        return self.likelihood.mean(self.decoder(self.encode(x)))
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The posterior mean code of each datapoint."""
-        return self.posterior(self.encoder(x)).mean
+    def encode(self, x: torch.Tensor, num_samples: int = 64) -> torch.Tensor:
+        """The posterior mean code of each datapoint (a Monte Carlo mean of ``num_samples`` draws
+        where the posterior has no closed-form mean, as for flows)."""
+        q = self.posterior(self.encoder(x))
+        try:
+            return q.mean
+        except NotImplementedError:
+            return q.rsample((num_samples,)).mean(0)

@@ -16,11 +16,11 @@ from typing import Any
 from torch import nn
 
 from pyro_vaes import likelihoods, nets
-from pyro_vaes.guides import DiagonalNormal
-from pyro_vaes.priors import StandardNormal
+from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow
+from pyro_vaes.priors import MixtureOfGaussians, StandardNormal, VampPrior
 from pyro_vaes.vae import VAE
 
-__all__ = ["Variant", "build", "register", "registry"]
+__all__ = ["Variant", "build", "posteriors", "priors", "register", "registry"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,24 @@ def encoder_decoder(
     raise ValueError(f"unknown net {net!r}; choose 'mlp' or 'conv'")
 
 
-def _gaussian_vae(
+#: posterior family name -> ``(features, latent_dim, steps) -> module``
+posteriors: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "diagonal_normal": lambda f, d, steps: DiagonalNormal(f, d),
+    "iaf": lambda f, d, steps: IAF(f, d, steps),
+    "planar": lambda f, d, steps: PlanarFlow(f, d, steps),
+    "radial": lambda f, d, steps: RadialFlow(f, d, steps),
+}
+
+#: prior family name -> ``(encoder, posterior, data_shape, latent_dim, components) -> module``
+priors: dict[str, Callable[[nn.Module, nn.Module, tuple[int, ...], int, int], nn.Module]] = {
+    "standard_normal": lambda enc, post, shape, d, k: StandardNormal(d),
+    "mog": lambda enc, post, shape, d, k: MixtureOfGaussians(d, k),
+    # a flow's density is known only at its own draws: the VampPrior mixes its Gaussian base
+    "vamp": lambda enc, post, shape, d, k: VampPrior(enc, getattr(post, "base", post), shape, k),
+}
+
+
+def _vae(
     data_shape: tuple[int, ...],
     *,
     latent_dim: int = 16,
@@ -86,26 +103,70 @@ def _gaussian_vae(
     net: str = "mlp",
     likelihood: str = "bernoulli",
     beta: float = 1.0,
+    prior: str = "standard_normal",
+    posterior: str = "diagonal_normal",
+    flow_steps: int = 4,
+    components: int = 100,
 ) -> VAE:
+    """Any prior with any posterior: the parts by name (see :data:`priors`, :data:`posteriors`)."""
+    for kind, name, table in (("prior", prior, priors), ("posterior", posterior, posteriors)):
+        if name not in table:
+            raise ValueError(f"unknown {kind} {name!r}; choose from {sorted(table)}")
     enc, dec, features = encoder_decoder(data_shape, latent_dim, net, hidden)
+    post = posteriors[posterior](features, latent_dim, flow_steps)
     return VAE(
         enc,
         dec,
-        prior=StandardNormal(latent_dim),
-        posterior=DiagonalNormal(features, latent_dim),
+        prior=priors[prior](enc, post, data_shape, latent_dim, components),
+        posterior=post,
         likelihood=likelihoods.get(likelihood),
         beta=beta,
     )
 
 
-register(
-    "vae",
-    "standard normal prior, diagonal normal posterior, ELBO",
-    "Kingma & Welling 2014, Auto-Encoding Variational Bayes",
-)(_gaussian_vae)
-register(
-    "beta_vae",
-    "the VAE with the KL term weighted by beta (poutine.scale on z)",
-    "Higgins et al. 2017, beta-VAE",
-    beta=4.0,
-)(_gaussian_vae)
+_catalogue: list[tuple[str, str, str, dict[str, Any]]] = [
+    (
+        "vae",
+        "standard normal prior, diagonal normal posterior, ELBO",
+        "Kingma & Welling 2014, Auto-Encoding Variational Bayes",
+        {},
+    ),
+    (
+        "beta_vae",
+        "the VAE with the KL term weighted by beta (poutine.scale on z)",
+        "Higgins et al. 2017, beta-VAE",
+        {"beta": 4.0},
+    ),
+    (
+        "vae_iaf",
+        "amortised inverse autoregressive flow posterior (context from the encoder)",
+        "Kingma et al. 2016, Improved Variational Inference with IAF",
+        {"posterior": "iaf"},
+    ),
+    (
+        "vae_linnf",
+        "amortised planar-flow posterior, u-hat keeps each step invertible",
+        "Rezende & Mohamed 2015, Variational Inference with Normalizing Flows",
+        {"posterior": "planar", "flow_steps": 8},
+    ),
+    (
+        "vae_radial",
+        "amortised radial-flow posterior",
+        "Rezende & Mohamed 2015, Variational Inference with Normalizing Flows",
+        {"posterior": "radial", "flow_steps": 8},
+    ),
+    (
+        "vamp",
+        "VampPrior: mixture of posteriors at learned pseudo-inputs",
+        "Tomczak & Welling 2018, VAE with a VampPrior",
+        {"prior": "vamp", "components": 500},
+    ),
+    (
+        "vae_mog",
+        "learned mixture-of-Gaussians prior",
+        "Dilokthanakul et al. 2016; Tomczak & Welling 2018",
+        {"prior": "mog", "components": 10},
+    ),
+]
+for _name, _summary, _reference, _defaults in _catalogue:
+    register(_name, _summary, _reference, **_defaults)(_vae)
