@@ -1,0 +1,130 @@
+"""von Mises-Fisher and the uniform distribution on the sphere: accuracy against scipy and
+mpmath, the closed-form KL against Monte Carlo, sampling, and no NaN at the edges."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+from torch.distributions import kl_divergence
+
+from pyro_vaes.distributions import HypersphericalUniform, VonMisesFisher, log_bessel_iv
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+DIMS = [3, 10, 64, 256]
+KAPPAS = [1e-4, 1.0, 1e3, 1e5]
+
+
+def _unit(m: int, seed: int = 0) -> torch.Tensor:
+    mu = torch.randn(m, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return mu / mu.norm()
+
+
+def _mp_log_iv(v: float, x: float) -> float:
+    mpmath.mp.dps = 50
+    return float(mpmath.log(mpmath.besseli(v, x)))
+
+
+@pytest.mark.parametrize("v", [0.0, 0.5, 1.0, 4.5, 31.0, 127.0, 511.0])
+@pytest.mark.parametrize("x", [1e-4, 0.3, 7.0, 19.9, 20.1, 300.0, 1e5])
+def test_log_bessel_matches_mpmath(v, x):
+    got = float(log_bessel_iv(v, torch.tensor(x, dtype=torch.float64)))
+    ref = _mp_log_iv(v, x)
+    assert abs(got - ref) <= 1e-9 * max(1.0, abs(ref))
+
+
+def _mp_entropy(m: int, k: float) -> float:
+    """-log C_m(k) - k A_m(k), in 50-digit arithmetic."""
+    mpmath.mp.dps = 50
+    v = mpmath.mpf(m) / 2 - 1
+    k = mpmath.mpf(k)
+    log_c = v * mpmath.log(k) - (mpmath.mpf(m) / 2) * mpmath.log(2 * mpmath.pi) - mpmath.log(
+        mpmath.besseli(v, k)
+    )
+    a = mpmath.besseli(v + 1, k) / mpmath.besseli(v, k)
+    return float(-log_c - k * a)
+
+
+@pytest.mark.parametrize("m", DIMS)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_log_prob_and_entropy_match_references(m, kappa):
+    mu = _unit(m)
+    d = VonMisesFisher(mu, torch.tensor(kappa, dtype=torch.float64))
+    z = torch.cat([d.sample((4,)), mu[None]])
+    ours_lp, ours_h = d.log_prob(z).numpy(), float(d.entropy())
+    assert np.isfinite(ours_lp).all() and math.isfinite(ours_h)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = scipy_stats.vonmises_fisher(mu.numpy(), kappa)
+        ref_lp, ref_h = ref.logpdf(z.numpy()), ref.entropy()
+    if np.isfinite(ref_lp).all():
+        np.testing.assert_allclose(ours_lp, ref_lp, rtol=1e-9, atol=1e-9)
+    else:  # scipy fails here (m=256, tiny kappa): the normaliser from mpmath instead
+        log_c = (m / 2 - 1) * math.log(kappa) - m / 2 * math.log(2 * math.pi) - _mp_log_iv(m / 2 - 1, kappa)
+        np.testing.assert_allclose(ours_lp, log_c + kappa * (z @ mu).numpy(), rtol=1e-9)
+    assert abs(ours_h - _mp_entropy(m, kappa)) < 1e-6 * max(1.0, abs(ours_h))
+    if np.isfinite(ref_h):
+        assert abs(ours_h - ref_h) < 1e-5 * max(1.0, abs(ref_h))
+
+
+@pytest.mark.parametrize(("m", "kappa"), [(3, 1.0), (10, 50.0), (64, 5.0)])
+def test_closed_form_kl_to_uniform_matches_monte_carlo(m, kappa):
+    torch.manual_seed(0)
+    q = VonMisesFisher(_unit(m), torch.tensor(kappa, dtype=torch.float64))
+    p = HypersphericalUniform(m, dtype=torch.float64)
+    z = q.sample((100_000,))
+    mc = (q.log_prob(z) - p.log_prob(z)).mean()
+    se = (q.log_prob(z) - p.log_prob(z)).std() / math.sqrt(len(z))
+    exact = kl_divergence(q, p)
+    assert abs(float(mc - exact)) < 4 * float(se) + 1e-6
+
+
+@pytest.mark.parametrize(("m", "kappa"), [(3, 2.0), (5, 20.0), (64, 100.0)])
+def test_samples_have_the_right_mean_and_lie_on_the_sphere(m, kappa):
+    torch.manual_seed(1)
+    d = VonMisesFisher(_unit(m), torch.tensor(kappa, dtype=torch.float64))
+    z = d.rsample((50_000,))
+    torch.testing.assert_close(z.norm(dim=-1), torch.ones(50_000, dtype=torch.float64))
+    torch.testing.assert_close(z.mean(0), d.mean, atol=0.01, rtol=0)
+
+
+def test_density_integrates_to_one_on_the_circle_and_sphere():
+    # S^1: quadrature over the angle
+    theta = torch.linspace(0, 2 * math.pi, 20001, dtype=torch.float64)[:-1]
+    z = torch.stack([theta.cos(), theta.sin()], -1)
+    d = VonMisesFisher(torch.tensor([0.6, 0.8], dtype=torch.float64), torch.tensor(7.0, dtype=torch.float64))
+    assert float(d.log_prob(z).exp().sum() * (2 * math.pi / 20000)) == pytest.approx(1.0, abs=1e-9)
+    # S^2: importance sampling from the uniform distribution
+    torch.manual_seed(2)
+    u = HypersphericalUniform(3, dtype=torch.float64)
+    z = u.sample((400_000,))
+    d = VonMisesFisher(_unit(3), torch.tensor(3.0, dtype=torch.float64))
+    assert float((d.log_prob(z) - u.log_prob(z)).exp().mean()) == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("m", DIMS)
+@pytest.mark.parametrize("kappa", KAPPAS)
+def test_no_nan_or_inf_in_loss_or_gradients(m, kappa):
+    torch.manual_seed(3)
+    raw_loc = torch.randn(4, m, requires_grad=True)
+    raw_kappa = torch.full((4,), math.log(kappa), requires_grad=True)
+    q = VonMisesFisher(raw_loc / raw_loc.norm(dim=-1, keepdim=True), raw_kappa.exp())
+    z = q.rsample()
+    loss = -(q.log_prob(z) + z.sum(-1)).sum() + kl_divergence(q, HypersphericalUniform(m)).sum()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(raw_loc.grad).all() and torch.isfinite(raw_kappa.grad).all()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="m >= 2"):
+        VonMisesFisher(torch.ones(1), 1.0)
+    with pytest.raises(ValueError, match="dim >= 2"):
+        HypersphericalUniform(1)
+    with pytest.raises(ValueError):
+        VonMisesFisher(torch.tensor([1.0, 0.0]), -1.0, validate_args=True)
