@@ -16,8 +16,8 @@ from typing import Any
 from torch import nn
 
 from pyro_vaes import likelihoods, nets
-from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow
-from pyro_vaes.priors import MixtureOfGaussians, StandardNormal, VampPrior
+from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
+from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, StandardNormal, VampPrior
 from pyro_vaes.vae import VAE
 
 __all__ = ["Variant", "build", "posteriors", "priors", "register", "registry"]
@@ -84,6 +84,7 @@ posteriors: dict[str, Callable[[int, int, int], nn.Module]] = {
     "iaf": lambda f, d, steps: IAF(f, d, steps),
     "planar": lambda f, d, steps: PlanarFlow(f, d, steps),
     "radial": lambda f, d, steps: RadialFlow(f, d, steps),
+    "vmf": lambda f, d, steps: VonMisesFisher(f, d),
 }
 
 #: prior family name -> ``(encoder, posterior, data_shape, latent_dim, components) -> module``
@@ -92,6 +93,7 @@ priors: dict[str, Callable[[nn.Module, nn.Module, tuple[int, ...], int, int], nn
     "mog": lambda enc, post, shape, d, k: MixtureOfGaussians(d, k),
     # a flow's density is known only at its own draws: the VampPrior mixes its Gaussian base
     "vamp": lambda enc, post, shape, d, k: VampPrior(enc, getattr(post, "base", post), shape, k),
+    "uniform_sphere": lambda enc, post, shape, d, k: HypersphericalUniform(d),
 }
 
 
@@ -166,6 +168,12 @@ _catalogue: list[tuple[str, str, str, dict[str, Any]]] = [
         "learned mixture-of-Gaussians prior",
         "Dilokthanakul et al. 2016; Tomczak & Welling 2018",
         {"prior": "mog", "components": 10},
+    ),
+    (
+        "svae",
+        "hyperspherical VAE: von Mises-Fisher posterior, uniform prior on the sphere",
+        "Davidson et al. 2018, Hyperspherical Variational Auto-Encoders",
+        {"prior": "uniform_sphere", "posterior": "vmf"},
     ),
 ]
 for _name, _summary, _reference, _defaults in _catalogue:

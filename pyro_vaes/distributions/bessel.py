@@ -32,7 +32,7 @@ import math
 
 import torch
 
-__all__ = ["log_bessel_iv", "bessel_iv_ratio"]
+__all__ = ["bessel_iv_ratio", "log_bessel_iv"]
 
 _SWITCH = 20.0
 _SERIES_TERMS = 64
@@ -44,8 +44,14 @@ _DEBYE = [
     ([30375.0, -369603.0, 765765.0, -425425.0], 414720.0),
     ([4465125.0, -94121676.0, 349922430.0, -446185740.0, 185910725.0], 39813120.0),
     (
-        [1519035525.0, -49286948607.0, 284499769554.0, -614135872350.0, 566098157625.0,
-         -188699385875.0],
+        [
+            1519035525.0,
+            -49286948607.0,
+            284499769554.0,
+            -614135872350.0,
+            566098157625.0,
+            -188699385875.0,
+        ],
         6688604160.0,
     ),
 ]
@@ -68,8 +74,10 @@ def _debye(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def _series(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     k = torch.arange(_SERIES_TERMS, dtype=x.dtype, device=x.device)
     log_half_x = torch.log(x / 2).unsqueeze(-1)
-    terms = (2 * k + v.unsqueeze(-1)) * log_half_x - torch.lgamma(k + 1) - torch.lgamma(
-        v.unsqueeze(-1) + k + 1
+    terms = (
+        (2 * k + v.unsqueeze(-1)) * log_half_x
+        - torch.lgamma(k + 1)
+        - torch.lgamma(v.unsqueeze(-1) + k + 1)
     )
     return torch.logsumexp(terms, dim=-1)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
-from pyro.distributions import TorchDistribution
-from pyro.distributions import constraints
+from pyro.distributions import TorchDistribution, constraints
 
 __all__ = ["HypersphericalUniform", "log_sphere_area"]
+
+_SCALAR = torch.Size()
+_ShapeLike = torch.Size | list[int] | tuple[int, ...]
 
 
 def log_sphere_area(m: int) -> float:
@@ -25,14 +28,14 @@ class HypersphericalUniform(TorchDistribution):
     :param batch_shape: batch shape; ``device`` and ``dtype`` of the draws.
     """
 
-    arg_constraints: dict = {}
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
     support = constraints.sphere
     has_rsample = True
 
     def __init__(
         self,
         dim: int,
-        batch_shape: torch.Size = torch.Size(),
+        batch_shape: torch.Size = _SCALAR,
         device: torch.device | str | None = None,
         validate_args: bool | None = None,
         dtype: torch.dtype | None = None,
@@ -44,12 +47,12 @@ class HypersphericalUniform(TorchDistribution):
         self._dtype = dtype or torch.get_default_dtype()
         super().__init__(torch.Size(batch_shape), torch.Size([dim]), validate_args=validate_args)
 
-    def expand(self, batch_shape: torch.Size, _instance=None) -> HypersphericalUniform:
+    def expand(self, batch_shape: _ShapeLike, _instance: object = None) -> HypersphericalUniform:
         return HypersphericalUniform(
             self.dim, torch.Size(batch_shape), self._device, dtype=self._dtype
         )
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: _ShapeLike = _SCALAR) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         x = torch.randn(shape, device=self._device, dtype=self._dtype)
         return x / x.norm(dim=-1, keepdim=True)

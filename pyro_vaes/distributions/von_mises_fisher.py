@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
-from pyro.distributions import TorchDistribution
-from pyro.distributions import constraints
+from pyro.distributions import TorchDistribution, constraints
 from torch.distributions import Beta, register_kl
-from torch.distributions.utils import broadcast_all
 
 from pyro_vaes.distributions.bessel import bessel_iv_ratio, log_bessel_iv
 from pyro_vaes.distributions.hyperspherical_uniform import HypersphericalUniform, log_sphere_area
 
 __all__ = ["VonMisesFisher"]
+
+_SCALAR = torch.Size()
+_ShapeLike = torch.Size | list[int] | tuple[int, ...]
 
 
 class VonMisesFisher(TorchDistribution):
@@ -47,12 +49,18 @@ class VonMisesFisher(TorchDistribution):
         1994.
     """
 
-    arg_constraints = {"loc": constraints.sphere, "concentration": constraints.positive}
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {
+        "loc": constraints.sphere,
+        "concentration": constraints.positive,
+    }
     support = constraints.sphere
     has_rsample = True
 
     def __init__(
-        self, loc: torch.Tensor, concentration: torch.Tensor | float, validate_args: bool | None = None
+        self,
+        loc: torch.Tensor,
+        concentration: torch.Tensor | float,
+        validate_args: bool | None = None,
     ) -> None:
         if loc.dim() < 1 or loc.shape[-1] < 2:
             raise ValueError(f"loc must have shape (..., m) with m >= 2, got {tuple(loc.shape)}")
@@ -71,7 +79,9 @@ class VonMisesFisher(TorchDistribution):
         r""":math:`\log C_m(\kappa)`."""
         k = self.concentration
         return (
-            self._v * torch.log(k) - (self.m / 2) * math.log(2 * math.pi) - log_bessel_iv(self._v, k)
+            self._v * torch.log(k)
+            - (self.m / 2) * math.log(2 * math.pi)
+            - log_bessel_iv(self._v, k)
         )
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -90,7 +100,7 @@ class VonMisesFisher(TorchDistribution):
     def entropy(self) -> torch.Tensor:
         return -self.log_normalizer() - self.concentration * self.mean_resultant_length()
 
-    def expand(self, batch_shape: torch.Size, _instance=None) -> VonMisesFisher:
+    def expand(self, batch_shape: _ShapeLike, _instance: object = None) -> VonMisesFisher:
         batch_shape = torch.Size(batch_shape)
         return VonMisesFisher(
             self.loc.expand(*batch_shape, self.m), self.concentration.expand(batch_shape)
@@ -123,7 +133,7 @@ class VonMisesFisher(TorchDistribution):
                 return w, one_minus_w
         raise RuntimeError("von Mises-Fisher rejection sampler did not accept in 1000 rounds")
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: _ShapeLike = _SCALAR) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         w, one_minus_w = self._sample_w(shape)
         tangent = HypersphericalUniform(self.m - 1, shape, self.loc.device, dtype=w.dtype).sample()

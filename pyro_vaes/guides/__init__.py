@@ -2,5 +2,6 @@
 
 from pyro_vaes.guides.diagonal_normal import DiagonalNormal
 from pyro_vaes.guides.flows import IAF, PlanarFlow, RadialFlow
+from pyro_vaes.guides.von_mises_fisher import VonMisesFisher
 
-__all__ = ["IAF", "DiagonalNormal", "PlanarFlow", "RadialFlow"]
+__all__ = ["IAF", "DiagonalNormal", "PlanarFlow", "RadialFlow", "VonMisesFisher"]
