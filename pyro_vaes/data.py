@@ -24,6 +24,7 @@ __all__ = [
     "Splits",
     "as_tensor",
     "binarize",
+    "branching_diffusion",
     "check_finite",
     "dynamic_binarize",
     "first_item",
@@ -208,6 +209,56 @@ def _torchvision(cls_name: str) -> Callable[[Path | None], Splits]:
     return load_split
 
 
+def branching_diffusion(
+    depth: int = 6,
+    branching: int = 2,
+    dim: int = 50,
+    sigma: float = 1.0,
+    noise_ratio: float = 5.0,
+    per_node: int = 10,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The synthetic tree data of the Poincare VAE paper: a branching diffusion from the
+    origin of :math:`\mathbb R^{dim}`, each node a Gaussian step from its parent,
+    :math:`y_{child} \sim \mathcal N(y_{parent}, \sigma^2 I)`, observed ``per_node`` times with
+    noise :math:`x \sim \mathcal N(y, (\sigma/\nu)^2 I)`, :math:`\nu` = ``noise_ratio``.
+    Returns the observations ``(N, dim)`` and the depth of each one's node (0 for the root).
+
+    References:
+        [1] Mathieu et al. Continuous Hierarchical Representations with Poincare Variational
+        Auto-Encoders. NeurIPS 2019, section 5.1.
+    """
+    if (
+        depth < 1
+        or branching < 1
+        or dim < 1
+        or per_node < 1
+        or not sigma > 0
+        or not noise_ratio > 0
+    ):
+        raise ValueError("branching_diffusion needs positive sizes, sigma and noise_ratio")
+    gen = torch.Generator().manual_seed(seed)
+    nodes, depths = [torch.zeros(1, dim)], [torch.zeros(1, dtype=torch.long)]
+    level = nodes[0]
+    for d in range(1, depth + 1):
+        parents = level.repeat_interleave(branching, dim=0)
+        level = parents + sigma * torch.randn(parents.shape, generator=gen)
+        nodes.append(level)
+        depths.append(torch.full((level.shape[0],), d, dtype=torch.long))
+    y, depth_of = torch.cat(nodes), torch.cat(depths)
+    x = y.repeat_interleave(per_node, dim=0)
+    x = x + (sigma / noise_ratio) * torch.randn(x.shape, generator=gen)
+    return x, depth_of.repeat_interleave(per_node)
+
+
+def _tree(root: Path | None) -> Splits:
+    x, depth = branching_diffusion()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+    x, depth = x[perm], depth[perm]
+    n_train = int(0.8 * len(x))
+    return Splits("tree", x[:n_train], depth[:n_train], x[n_train:], depth[n_train:])
+
+
 #: name -> loader ``(root) -> Splits``
 registry: dict[str, Callable[[Path | None], Splits]] = {
     "digits": _digits,
@@ -215,6 +266,7 @@ registry: dict[str, Callable[[Path | None], Splits]] = {
     "mnist": _torchvision("MNIST"),
     "fashion_mnist": _torchvision("FashionMNIST"),
     "cifar10": _torchvision("CIFAR10"),
+    "tree": _tree,
 }
 
 

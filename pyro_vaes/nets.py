@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"]
+__all__ = ["ConvDecoder", "ConvEncoder", "Gyroplane", "MLPDecoder", "MLPEncoder"]
 
 
 def _mlp(sizes: Sequence[int], final_activation: bool) -> nn.Sequential:
@@ -158,3 +158,37 @@ class ConvDecoder(nn.Module):
         c, height, width = self.data_shape
         out = self.deconv(h)[..., :height, :width]
         return out.reshape(*batch, c, height, width)
+
+
+class Gyroplane(nn.Module):
+    r"""The hyperbolic multinomial-logistic-regression layer: unit :math:`k` outputs the signed,
+    scaled distance from :math:`z` to the gyroplane
+    :math:`H_k = \{x : \langle -p_k \oplus_c x, a_k\rangle = 0\}` on the Poincare ball,
+
+    .. math::
+        f_k(z) = \frac{\lambda_{p_k}\|a_k\|}{\sqrt c}\, \sinh^{-1}\!\left(
+        \frac{2\sqrt c\,\langle -p_k \oplus_c z, a_k\rangle}
+        {(1 - c\|{-p_k} \oplus_c z\|^2)\,\|a_k\|}\right),
+
+    the first layer of the Poincare VAE's decoder. :math:`p_k = \exp_0(\tilde p_k)` stays on the
+    ball; geoopt's ``dist2plane`` does the arithmetic.
+
+    References:
+        [1] Ganea, Becigneul, Hofmann. Hyperbolic Neural Networks. NeurIPS 2018.
+        [2] Mathieu et al. Continuous Hierarchical Representations with Poincare Variational
+        Auto-Encoders. NeurIPS 2019.
+    """
+
+    def __init__(self, latent_dim: int, out_features: int, c: float = 1.0) -> None:
+        super().__init__()
+        from pyro_vaes.distributions.wrapped_normal import PoincareBall
+
+        self.ball = PoincareBall(c=float(c))
+        self.offsets = nn.Parameter(1e-2 * torch.randn(out_features, latent_dim))
+        self.normals = nn.Parameter(torch.randn(out_features, latent_dim) / math.sqrt(latent_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        p = self.ball.expmap0(self.offsets)
+        # geoopt's scaled distance is ||a|| d(z, H); the MLR logit carries lambda_p as well
+        dist = self.ball.dist2plane(z.unsqueeze(-2), p, self.normals, signed=True, scaled=True)
+        return self.ball.lambda_x(p) * dist

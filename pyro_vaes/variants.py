@@ -17,7 +17,9 @@ from torch import nn
 
 from pyro_vaes import likelihoods, nets
 from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
+from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
 from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, StandardNormal, VampPrior
+from pyro_vaes.priors import WrappedNormal as WrappedNormalPrior
 from pyro_vaes.vae import VAE
 
 __all__ = ["Variant", "build", "posteriors", "priors", "register", "registry"]
@@ -78,22 +80,37 @@ def encoder_decoder(
     raise ValueError(f"unknown net {net!r}; choose 'mlp' or 'conv'")
 
 
-#: posterior family name -> ``(features, latent_dim, steps) -> module``
-posteriors: dict[str, Callable[[int, int, int], nn.Module]] = {
-    "diagonal_normal": lambda f, d, steps: DiagonalNormal(f, d),
-    "iaf": lambda f, d, steps: IAF(f, d, steps),
-    "planar": lambda f, d, steps: PlanarFlow(f, d, steps),
-    "radial": lambda f, d, steps: RadialFlow(f, d, steps),
-    "vmf": lambda f, d, steps: VonMisesFisher(f, d),
+@dataclass(frozen=True)
+class PartOptions:
+    """The settings a part may read: flow length, mixture size, curvature of the ball."""
+
+    flow_steps: int = 4
+    components: int = 100
+    curvature: float = 1.0
+
+
+#: posterior family name -> ``(features, latent_dim, options) -> module``
+posteriors: dict[str, Callable[[int, int, PartOptions], nn.Module]] = {
+    "diagonal_normal": lambda f, d, o: DiagonalNormal(f, d),
+    "iaf": lambda f, d, o: IAF(f, d, o.flow_steps),
+    "planar": lambda f, d, o: PlanarFlow(f, d, o.flow_steps),
+    "radial": lambda f, d, o: RadialFlow(f, d, o.flow_steps),
+    "vmf": lambda f, d, o: VonMisesFisher(f, d),
+    "wrapped_normal": lambda f, d, o: WrappedNormalPosterior(f, d, o.curvature),
 }
 
-#: prior family name -> ``(encoder, posterior, data_shape, latent_dim, components) -> module``
-priors: dict[str, Callable[[nn.Module, nn.Module, tuple[int, ...], int, int], nn.Module]] = {
-    "standard_normal": lambda enc, post, shape, d, k: StandardNormal(d),
-    "mog": lambda enc, post, shape, d, k: MixtureOfGaussians(d, k),
+#: prior family name -> ``(encoder, posterior, data_shape, latent_dim, options) -> module``
+priors: dict[
+    str, Callable[[nn.Module, nn.Module, tuple[int, ...], int, PartOptions], nn.Module]
+] = {
+    "standard_normal": lambda enc, post, shape, d, o: StandardNormal(d),
+    "mog": lambda enc, post, shape, d, o: MixtureOfGaussians(d, o.components),
     # a flow's density is known only at its own draws: the VampPrior mixes its Gaussian base
-    "vamp": lambda enc, post, shape, d, k: VampPrior(enc, getattr(post, "base", post), shape, k),
-    "uniform_sphere": lambda enc, post, shape, d, k: HypersphericalUniform(d),
+    "vamp": lambda enc, post, shape, d, o: VampPrior(
+        enc, getattr(post, "base", post), shape, o.components
+    ),
+    "uniform_sphere": lambda enc, post, shape, d, o: HypersphericalUniform(d),
+    "wrapped_normal": lambda enc, post, shape, d, o: WrappedNormalPrior(d, o.curvature),
 }
 
 
@@ -109,17 +126,26 @@ def _vae(
     posterior: str = "diagonal_normal",
     flow_steps: int = 4,
     components: int = 100,
+    curvature: float = 1.0,
+    gyroplane: bool = False,
 ) -> VAE:
-    """Any prior with any posterior: the parts by name (see :data:`priors`, :data:`posteriors`)."""
+    """Any prior with any posterior: the parts by name (see :data:`priors`, :data:`posteriors`).
+    ``gyroplane`` makes the decoder's first layer hyperbolic MLR (for codes on the ball)."""
     for kind, name, table in (("prior", prior, priors), ("posterior", posterior, posteriors)):
         if name not in table:
             raise ValueError(f"unknown {kind} {name!r}; choose from {sorted(table)}")
+    opts = PartOptions(flow_steps, components, curvature)
     enc, dec, features = encoder_decoder(data_shape, latent_dim, net, hidden)
-    post = posteriors[posterior](features, latent_dim, flow_steps)
+    if gyroplane:
+        if net != "mlp" or not hidden:
+            raise ValueError("the gyroplane decoder is an MLP with at least one hidden layer")
+        tail = nets.MLPDecoder(hidden[-1], data_shape, tuple(reversed(hidden))[1:])
+        dec = nn.Sequential(nets.Gyroplane(latent_dim, hidden[-1], curvature), nn.ReLU(), tail)
+    post = posteriors[posterior](features, latent_dim, opts)
     return VAE(
         enc,
         dec,
-        prior=priors[prior](enc, post, data_shape, latent_dim, components),
+        prior=priors[prior](enc, post, data_shape, latent_dim, opts),
         posterior=post,
         likelihood=likelihoods.get(likelihood),
         beta=beta,
@@ -174,6 +200,12 @@ _catalogue: list[tuple[str, str, str, dict[str, Any]]] = [
         "hyperspherical VAE: von Mises-Fisher posterior, uniform prior on the sphere",
         "Davidson et al. 2018, Hyperspherical Variational Auto-Encoders",
         {"prior": "uniform_sphere", "posterior": "vmf"},
+    ),
+    (
+        "pvae",
+        "Poincare VAE: wrapped normals on the Poincare ball, gyroplane first decoder layer",
+        "Mathieu et al. 2019, Poincare Variational Auto-Encoders",
+        {"prior": "wrapped_normal", "posterior": "wrapped_normal", "gyroplane": True},
     ),
 ]
 for _name, _summary, _reference, _defaults in _catalogue:

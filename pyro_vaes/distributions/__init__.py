@@ -3,5 +3,12 @@
 from pyro_vaes.distributions.bessel import bessel_iv_ratio, log_bessel_iv
 from pyro_vaes.distributions.hyperspherical_uniform import HypersphericalUniform
 from pyro_vaes.distributions.von_mises_fisher import VonMisesFisher
+from pyro_vaes.distributions.wrapped_normal import WrappedNormal
 
-__all__ = ["HypersphericalUniform", "VonMisesFisher", "bessel_iv_ratio", "log_bessel_iv"]
+__all__ = [
+    "HypersphericalUniform",
+    "VonMisesFisher",
+    "WrappedNormal",
+    "bessel_iv_ratio",
+    "log_bessel_iv",
+]

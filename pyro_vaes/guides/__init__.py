@@ -3,5 +3,6 @@
 from pyro_vaes.guides.diagonal_normal import DiagonalNormal
 from pyro_vaes.guides.flows import IAF, PlanarFlow, RadialFlow
 from pyro_vaes.guides.von_mises_fisher import VonMisesFisher
+from pyro_vaes.guides.wrapped_normal import WrappedNormal
 
-__all__ = ["IAF", "DiagonalNormal", "PlanarFlow", "RadialFlow", "VonMisesFisher"]
+__all__ = ["IAF", "DiagonalNormal", "PlanarFlow", "RadialFlow", "VonMisesFisher", "WrappedNormal"]
