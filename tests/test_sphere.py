@@ -43,8 +43,10 @@ def _mp_entropy(m: int, k: float) -> float:
     mpmath.mp.dps = 50
     v = mpmath.mpf(m) / 2 - 1
     k = mpmath.mpf(k)
-    log_c = v * mpmath.log(k) - (mpmath.mpf(m) / 2) * mpmath.log(2 * mpmath.pi) - mpmath.log(
-        mpmath.besseli(v, k)
+    log_c = (
+        v * mpmath.log(k)
+        - (mpmath.mpf(m) / 2) * mpmath.log(2 * mpmath.pi)
+        - mpmath.log(mpmath.besseli(v, k))
     )
     a = mpmath.besseli(v + 1, k) / mpmath.besseli(v, k)
     return float(-log_c - k * a)
@@ -65,7 +67,11 @@ def test_log_prob_and_entropy_match_references(m, kappa):
     if np.isfinite(ref_lp).all():
         np.testing.assert_allclose(ours_lp, ref_lp, rtol=1e-9, atol=1e-9)
     else:  # scipy fails here (m=256, tiny kappa): the normaliser from mpmath instead
-        log_c = (m / 2 - 1) * math.log(kappa) - m / 2 * math.log(2 * math.pi) - _mp_log_iv(m / 2 - 1, kappa)
+        log_c = (
+            (m / 2 - 1) * math.log(kappa)
+            - m / 2 * math.log(2 * math.pi)
+            - _mp_log_iv(m / 2 - 1, kappa)
+        )
         np.testing.assert_allclose(ours_lp, log_c + kappa * (z @ mu).numpy(), rtol=1e-9)
     assert abs(ours_h - _mp_entropy(m, kappa)) < 1e-6 * max(1.0, abs(ours_h))
     if np.isfinite(ref_h):
@@ -97,7 +103,9 @@ def test_density_integrates_to_one_on_the_circle_and_sphere():
     # S^1: quadrature over the angle
     theta = torch.linspace(0, 2 * math.pi, 20001, dtype=torch.float64)[:-1]
     z = torch.stack([theta.cos(), theta.sin()], -1)
-    d = VonMisesFisher(torch.tensor([0.6, 0.8], dtype=torch.float64), torch.tensor(7.0, dtype=torch.float64))
+    d = VonMisesFisher(
+        torch.tensor([0.6, 0.8], dtype=torch.float64), torch.tensor(7.0, dtype=torch.float64)
+    )
     assert float(d.log_prob(z).exp().sum() * (2 * math.pi / 20000)) == pytest.approx(1.0, abs=1e-9)
     # S^2: importance sampling from the uniform distribution
     torch.manual_seed(2)
