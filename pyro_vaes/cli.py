@@ -56,6 +56,8 @@ def _load_run(run: Path) -> tuple[dict[str, Any], Any]:
 
 
 def _pictures(model: Any, splits: data.Splits, out: Path, n: int = 64) -> None:
+    if len(splits.shape) != 3:  # sample grids and reconstructions are for images (C, H, W)
+        return
     torch.manual_seed(0)
     plots.save_image_grid(model.sample(n), out / "samples.png", "samples from the prior")
     x = splits.x_test[:32]
@@ -79,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "likelihood": args.likelihood,
         "hidden": args.hidden,
     }
-    for key in ("beta", "prior", "posterior", "flow_steps", "components"):
+    for key in ("beta", "prior", "posterior", "flow_steps", "components", "curvature"):
         if getattr(args, key) is not None:  # unset: the variant's default
             options[key] = getattr(args, key)
     binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
@@ -204,6 +206,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--prior", choices=sorted(variants.priors), default=None)
     t.add_argument("--posterior", choices=sorted(variants.posteriors), default=None)
     t.add_argument("--flow-steps", type=_positive_int, default=None)
+    t.add_argument("--curvature", type=float, default=None, help="c of the Poincare ball")
     t.add_argument(
         "--components",
         type=_positive_int,
