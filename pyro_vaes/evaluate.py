@@ -24,17 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pyro
 import torch
 from tqdm.auto import tqdm
 
 from pyro_vaes.data import as_tensor, batches, check_finite
 from pyro_vaes.fit import owners
-from pyro_vaes.objectives.elbo import traces
+from pyro_vaes.objectives.importance import log_weights, plate_layout
 
 __all__ = ["Scores", "elbo", "log_likelihood", "reconstruction_error", "scores"]
-
-_PARTICLES = "_pyro_vaes_particles"
 
 
 @dataclass(frozen=True)
@@ -44,75 +41,6 @@ class Scores:
     log_likelihood: torch.Tensor
     elbo: torch.Tensor
     reconstruction: torch.Tensor
-
-
-def _plates(
-    model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor
-) -> tuple[int, int]:
-    """The model's plate nesting and the dim of the plate that holds the datapoints."""
-    model_tr, guide_tr = traces(model, guide, (x,), {})
-    nesting, data_dim = 0, None
-    sites: list[Any] = [*guide_tr.nodes.values(), *model_tr.nodes.values()]
-    for site in sites:
-        if site["type"] != "sample":
-            continue
-        for frame in site["cond_indep_stack"]:
-            if frame.vectorized:
-                nesting = max(nesting, -frame.dim)
-                if site["is_observed"] and frame.size == x.shape[0]:
-                    data_dim = frame.dim if data_dim is None else max(data_dim, frame.dim)
-    if data_dim is None:
-        raise ValueError(
-            "per-datapoint scores need the model to observe the batch inside a plate of size "
-            f"{x.shape[0]} (e.g. `with pyro.plate('data', x.shape[0])`)"
-        )
-    return nesting, data_dim
-
-
-def _per_datapoint(lp: torch.Tensor, rank: int, data_dim: int, n: int, b: int) -> torch.Tensor:
-    """Sum a site's log density over every dim but the particle dim (0) and the data dim."""
-    lp = lp.reshape((1,) * (rank - lp.dim()) + tuple(lp.shape))
-    keep = {0, rank + data_dim}
-    others = [d for d in range(rank) if d not in keep]
-    if others:
-        lp = lp.sum(dim=others, keepdim=True)
-    return lp.reshape(lp.shape[0], lp.shape[rank + data_dim]).expand(n, b)
-
-
-def _log_weights(
-    model: Callable[..., Any],
-    guide: Callable[..., Any],
-    x: torch.Tensor,
-    n: int,
-    nesting: int,
-    data_dim: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log w, log p(x | z))``, each ``(n, B)``, from ``n`` vectorised draws of the guide."""
-
-    def vectorised(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(*args: Any) -> Any:
-            with pyro.plate(_PARTICLES, n, dim=-(nesting + 1)):
-                return fn(*args)
-
-        return wrapped
-
-    model_tr, guide_tr = traces(vectorised(model), vectorised(guide), (x,), {})
-    rank, b = nesting + 1, x.shape[0]
-    log_w = x.new_zeros(n, b)
-    log_lik = x.new_zeros(n, b)
-    model_sites: dict[str, Any] = model_tr.nodes
-    guide_sites: dict[str, Any] = guide_tr.nodes
-    for name, site in model_sites.items():
-        if site["type"] != "sample":
-            continue
-        lp = _per_datapoint(site["fn"].log_prob(site["value"]), rank, data_dim, n, b)
-        log_w = log_w + lp
-        if site["is_observed"]:
-            log_lik = log_lik + lp
-        else:
-            g = guide_sites[name]
-            log_w = log_w - _per_datapoint(g["fn"].log_prob(g["value"]), rank, data_dim, n, b)
-    return log_w, log_lik
 
 
 @torch.no_grad()
@@ -150,7 +78,7 @@ def scores(
         m.eval()
     out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     try:
-        nesting, data_dim = _plates(model, guide, x_all[:batch_size].to(device))
+        nesting, data_dim = plate_layout(model, guide, x_all[:batch_size].to(device))
         total = math.ceil(x_all.shape[0] / batch_size) * math.ceil(num_samples / chunk_size)
         with tqdm(total=total, disable=not progress, unit="chunk") as bar:
             for x in batches(x_all, batch_size):
@@ -160,7 +88,7 @@ def scores(
                 sum_lik = x.new_zeros(x.shape[0])
                 for start in range(0, num_samples, chunk_size):
                     n = min(chunk_size, num_samples - start)
-                    log_w, log_lik = _log_weights(model, guide, x, n, nesting, data_dim)
+                    log_w, log_lik = log_weights(model, guide, x, n, nesting, data_dim)
                     lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
                     sum_w += log_w.sum(0)
                     sum_lik += log_lik.sum(0)

@@ -10,52 +10,21 @@ import pytest
 import torch
 
 from pyro_vaes import evaluate
-
-D, K = 5, 2
-torch.manual_seed(1)
-W = torch.randn(D, K)
-B = torch.randn(D)
-SIGMA = 0.5
-
-
-def model(x: torch.Tensor) -> None:
-    with pyro.plate("data", x.shape[0]):
-        z = pyro.sample("z", dist.Normal(torch.zeros(K), 1.0).to_event(1))
-        pyro.sample("x", dist.Normal(z @ W.T + B, SIGMA).to_event(1), obs=x)
-
-
-def exact_log_px(x: torch.Tensor) -> torch.Tensor:
-    cov = W @ W.T + SIGMA**2 * torch.eye(D)
-    return dist.MultivariateNormal(B, cov).log_prob(x)
-
-
-def posterior(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The exact posterior p(z | x) = N(m, S) of the linear-Gaussian model."""
-    prec = torch.eye(K) + W.T @ W / SIGMA**2
-    cov = torch.linalg.inv(prec)
-    mean = (x - B) @ W @ cov.T / SIGMA**2
-    return mean, cov
-
-
-def exact_guide(x: torch.Tensor) -> None:
-    mean, cov = posterior(x)
-    with pyro.plate("data", x.shape[0]):
-        pyro.sample("z", dist.MultivariateNormal(mean, cov))
-
-
-def rough_guide(x: torch.Tensor) -> None:
-    """A mean-field guide with the exact means but too-wide scales: a loose bound with bounded
-    importance weights (low-variance estimates)."""
-    mean, cov = posterior(x)
-    with pyro.plate("data", x.shape[0]):
-        pyro.sample("z", dist.Normal(mean, 2.0 * cov.diagonal().sqrt()).to_event(1))
+from tests.linear_gaussian import (
+    D,
+    K,
+    draw,
+    exact_guide,
+    exact_log_px,
+    model,
+    posterior,
+    rough_guide,
+)
 
 
 @pytest.fixture
 def x() -> torch.Tensor:
-    torch.manual_seed(2)
-    z = torch.randn(50, K)
-    return z @ W.T + B + SIGMA * torch.randn(50, D)
+    return draw(50)
 
 
 def test_exact_posterior_gives_exact_log_likelihood(x):

@@ -2,5 +2,6 @@
 :func:`pyro_vaes.fit`."""
 
 from pyro_vaes.objectives.elbo import ELBO
+from pyro_vaes.objectives.iwae import IWAE, MIWAE
 
-__all__ = ["ELBO"]
+__all__ = ["ELBO", "IWAE", "MIWAE"]

@@ -1,0 +1,93 @@
+r"""Importance weights per datapoint and particle, shared by the IWAE-style objectives and the
+evaluation.
+
+With :math:`n` draws :math:`z_k \sim q(z \mid x)` taken at once in a particle plate outside the
+model's plates, ``log_weights`` returns :math:`\log w_k = \log p(x, z_k) - \log q(z_k \mid x)`
+for every particle and datapoint, ``(n, B)``, and :math:`\log p(x \mid z_k)`. Each site's log
+density is summed over every dim but the particle dim and the data plate's dim. The densities are
+the sites' own: ``poutine.scale`` factors (a subsampled plate's N/B, beta) stay out, so they never
+enter a log-sum-exp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import torch
+
+from pyro_vaes.objectives.elbo import traces
+
+__all__ = ["log_weights", "per_datapoint", "plate_layout"]
+
+_PARTICLES = "_pyro_vaes_particles"
+
+
+def plate_layout(
+    model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor
+) -> tuple[int, int]:
+    """The model's plate nesting and the dim of the plate that holds the datapoints."""
+    model_tr, guide_tr = traces(model, guide, (x,), {})
+    nesting, data_dim = 0, None
+    sites: list[Any] = [*guide_tr.nodes.values(), *model_tr.nodes.values()]
+    for site in sites:
+        if site["type"] != "sample":
+            continue
+        for frame in site["cond_indep_stack"]:
+            if frame.vectorized:
+                nesting = max(nesting, -frame.dim)
+                if site["is_observed"] and frame.size == x.shape[0]:
+                    data_dim = frame.dim if data_dim is None else max(data_dim, frame.dim)
+    if data_dim is None:
+        raise ValueError(
+            "per-datapoint scores need the model to observe the batch inside a plate of size "
+            f"{x.shape[0]} (e.g. `with pyro.plate('data', x.shape[0])`)"
+        )
+    return nesting, data_dim
+
+
+def per_datapoint(lp: torch.Tensor, rank: int, data_dim: int, n: int, b: int) -> torch.Tensor:
+    """Sum a site's log density over every dim but the particle dim (0) and the data dim."""
+    lp = lp.reshape((1,) * (rank - lp.dim()) + tuple(lp.shape))
+    keep = {0, rank + data_dim}
+    others = [d for d in range(rank) if d not in keep]
+    if others:
+        lp = lp.sum(dim=others, keepdim=True)
+    return lp.reshape(lp.shape[0], lp.shape[rank + data_dim]).expand(n, b)
+
+
+def log_weights(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    n: int,
+    nesting: int,
+    data_dim: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log w, log p(x | z))``, each ``(n, B)``, from ``n`` vectorised draws of the guide."""
+
+    def vectorised(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any) -> Any:
+            with pyro.plate(_PARTICLES, n, dim=-(nesting + 1)):
+                return fn(*args)
+
+        return wrapped
+
+    model_tr, guide_tr = traces(vectorised(model), vectorised(guide), (x,), {})
+    rank, b = nesting + 1, x.shape[0]
+    log_w = x.new_zeros(n, b)
+    log_lik = x.new_zeros(n, b)
+    model_sites: dict[str, Any] = model_tr.nodes
+    guide_sites: dict[str, Any] = guide_tr.nodes
+    for name, site in model_sites.items():
+        if site["type"] != "sample":
+            continue
+        lp = per_datapoint(site["fn"].log_prob(site["value"]), rank, data_dim, n, b)
+        log_w = log_w + lp
+        if site["is_observed"]:
+            log_lik = log_lik + lp
+        else:
+            g = guide_sites[name]
+            log_w = log_w - per_datapoint(g["fn"].log_prob(g["value"]), rank, data_dim, n, b)
+    return log_w, log_lik
