@@ -107,6 +107,7 @@ def main() -> None:
             model.model,
             model.guide,
             x_train,
+            loss=pv.variants.registry[name].loss(),
             epochs=args.epochs,
             batch_size=setting.batch_size,
             transform=setting.transform,

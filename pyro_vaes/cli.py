@@ -110,6 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.model,
         model.guide,
         splits.x_train,
+        loss=variants.registry[args.variant].loss(),
         optim=functools.partial(torch.optim.Adam, lr=args.lr),
         epochs=args.epochs,
         batch_size=args.batch_size,

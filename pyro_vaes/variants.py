@@ -18,6 +18,7 @@ from torch import nn
 from pyro_vaes import likelihoods, nets
 from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
+from pyro_vaes.objectives import IWAE, MIWAE
 from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, StandardNormal, VampPrior
 from pyro_vaes.priors import WrappedNormal as WrappedNormalPrior
 from pyro_vaes.vae import VAE
@@ -27,27 +28,37 @@ __all__ = ["Variant", "build", "posteriors", "priors", "register", "registry"]
 
 @dataclass(frozen=True)
 class Variant:
-    """A named variant: its builder, a one-line summary, the paper, and its default options."""
+    """A named variant: its builder, a one-line summary, the paper, its default options, and
+    the objective it trains with (``None``: :func:`pyro_vaes.fit`'s default ELBO)."""
 
     name: str
     builder: Callable[..., nn.Module]
     summary: str
     reference: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    objective: Callable[[], Any] | None = None
+
+    def loss(self) -> Any:
+        """A fresh instance of the variant's objective, or ``None`` for the default."""
+        return self.objective() if self.objective is not None else None
 
 
 registry: dict[str, Variant] = {}
 
 
 def register(
-    name: str, summary: str, reference: str, **defaults: Any
+    name: str,
+    summary: str,
+    reference: str,
+    objective: Callable[[], Any] | None = None,
+    **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: add a builder to the catalogue under ``name``."""
 
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in registry:
             raise ValueError(f"variant {name!r} is already registered")
-        registry[name] = Variant(name, builder, summary, reference, defaults)
+        registry[name] = Variant(name, builder, summary, reference, defaults, objective)
         return builder
 
     return add
@@ -210,3 +221,15 @@ _catalogue: list[tuple[str, str, str, dict[str, Any]]] = [
 ]
 for _name, _summary, _reference, _defaults in _catalogue:
     register(_name, _summary, _reference, **_defaults)(_vae)
+register(
+    "iwae",
+    "the VAE trained on the importance weighted bound, K=5 draws per datapoint",
+    "Burda et al. 2016, Importance Weighted Autoencoders",
+    objective=lambda: IWAE(5),
+)(_vae)
+register(
+    "miwae",
+    "the VAE trained on the mean of M=4 IWAE bounds of K=4 draws",
+    "Rainforth et al. 2018, Tighter Variational Bounds are Not Necessarily Better",
+    objective=lambda: MIWAE(4, 4),
+)(_vae)

@@ -120,3 +120,10 @@ def test_fit_with_iwae_and_miwae(digits, small_vae):
 def test_bad_arguments(m, k):
     with pytest.raises(ValueError):
         MIWAE(m, k)
+
+
+def test_iwae_variants_carry_their_objective():
+    assert isinstance(pv.variants.registry["iwae"].loss(), IWAE)
+    miwae = pv.variants.registry["miwae"].loss()
+    assert isinstance(miwae, MIWAE) and (miwae.m, miwae.k) == (4, 4)
+    assert pv.variants.registry["vae"].loss() is None
