@@ -452,6 +452,9 @@ def fit(
                 bs.check = functools.partial(_check_batch, observed=structure.observed, name=name)
         if loss is None:
             loss = _default_loss(structure)
+        bind = getattr(loss, "bind_dataset_size", None)
+        if callable(bind):  # objectives whose estimators need N (the total-correlation ELBO)
+            bind(batches.size)
         objective = _Objective(loss, model, guide)
         optimizer = _make_optimizer(optim, structure.trainable)
 

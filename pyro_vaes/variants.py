@@ -18,7 +18,7 @@ from torch import nn
 from pyro_vaes import likelihoods, nets
 from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
-from pyro_vaes.objectives import IWAE, MIWAE
+from pyro_vaes.objectives import IWAE, MIWAE, TCELBO
 from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, StandardNormal, VampPrior
 from pyro_vaes.priors import WrappedNormal as WrappedNormalPrior
 from pyro_vaes.vae import VAE
@@ -226,6 +226,12 @@ register(
     "the VAE trained on the importance weighted bound, K=5 draws per datapoint",
     "Burda et al. 2016, Importance Weighted Autoencoders",
     objective=lambda: IWAE(5),
+)(_vae)
+register(
+    "beta_tcvae",
+    "the VAE trained on the total-correlation ELBO (alpha=1, beta=6, gamma=1, stratified)",
+    "Chen et al. 2018, Isolating Sources of Disentanglement in VAEs",
+    objective=lambda: TCELBO(alpha=1.0, beta=6.0, gamma=1.0),
 )(_vae)
 register(
     "miwae",

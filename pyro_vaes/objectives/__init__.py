@@ -3,5 +3,6 @@
 
 from pyro_vaes.objectives.elbo import ELBO
 from pyro_vaes.objectives.iwae import IWAE, MIWAE
+from pyro_vaes.objectives.total_correlation import TCELBO
 
-__all__ = ["ELBO", "IWAE", "MIWAE"]
+__all__ = ["ELBO", "IWAE", "MIWAE", "TCELBO"]
