@@ -18,7 +18,7 @@ from torch import nn
 from pyro_vaes import likelihoods, nets
 from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
-from pyro_vaes.objectives import IWAE, MIWAE, TCELBO
+from pyro_vaes.objectives import IWAE, MIWAE, MMDELBO, TCELBO, imq_kernel
 from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, StandardNormal, VampPrior
 from pyro_vaes.priors import WrappedNormal as WrappedNormalPrior
 from pyro_vaes.vae import VAE
@@ -232,6 +232,18 @@ register(
     "the VAE trained on the total-correlation ELBO (alpha=1, beta=6, gamma=1, stratified)",
     "Chen et al. 2018, Isolating Sources of Disentanglement in VAEs",
     objective=lambda: TCELBO(alpha=1.0, beta=6.0, gamma=1.0),
+)(_vae)
+register(
+    "infovae",
+    "InfoVAE: reconstruction + (1 - alpha) KL + (alpha + lambda - 1) MMD, alpha=0, lambda=1000",
+    "Zhao et al. 2019, InfoVAE",
+    objective=lambda: MMDELBO(alpha=0.0, lam=1000.0),
+)(_vae)
+register(
+    "wae",
+    "WAE-MMD: reconstruction + lambda MMD (IMQ kernels), lambda=10",
+    "Tolstikhin et al. 2018, Wasserstein Auto-Encoders",
+    objective=lambda: MMDELBO(alpha=1.0, lam=10.0, kernel=imq_kernel),
 )(_vae)
 register(
     "miwae",

@@ -13,7 +13,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
-__all__ = ["ELBO", "negative_elbo", "traces"]
+__all__ = ["ELBO", "DifferentiableObjective", "negative_elbo", "traces"]
 
 
 def traces(
@@ -66,7 +66,36 @@ def negative_elbo(model_tr: Trace, guide_tr: Trace) -> torch.Tensor:
     return loss
 
 
-class ELBO(pyro.infer.ELBO):
+class DifferentiableObjective:
+    """Mixin for objectives defined by ``differentiable_loss`` (the summed negative bound of a
+    batch): ``loss`` and ``loss_and_grads`` follow from it, as Pyro's ``SVI`` expects, and
+    traces are taken by :func:`traces`."""
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _get_trace(
+        self, model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
+    ) -> tuple[Trace, Trace]:
+        return traces(model, guide, args, kwargs)
+
+    def loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> float:
+        with torch.no_grad():
+            return float(self.differentiable_loss(model, guide, *args, **kwargs))
+
+    def loss_and_grads(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> float:
+        value = self.differentiable_loss(model, guide, *args, **kwargs)
+        value.backward()
+        return float(value.detach())
+
+
+class ELBO(DifferentiableObjective, pyro.infer.ELBO):
     r"""The evidence lower bound for reparameterised guides,
 
     .. math::
@@ -89,11 +118,6 @@ class ELBO(pyro.infer.ELBO):
             raise ValueError(f"num_particles must be >= 1, got {num_particles}")
         super().__init__(num_particles=num_particles)
 
-    def _get_trace(
-        self, model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
-    ) -> tuple[Trace, Trace]:
-        return traces(model, guide, args, kwargs)
-
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
@@ -101,16 +125,3 @@ class ELBO(pyro.infer.ELBO):
             negative_elbo(*traces(model, guide, args, kwargs)) for _ in range(self.num_particles)
         )
         return total / self.num_particles  # type: ignore[operator]
-
-    def loss(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> float:
-        value = self.differentiable_loss(model, guide, *args, **kwargs)
-        value.backward()
-        return float(value.detach())

@@ -8,15 +8,14 @@ from typing import Any
 
 import pyro.infer
 import torch
-from pyro.poutine.trace_struct import Trace
 
-from pyro_vaes.objectives.elbo import traces
+from pyro_vaes.objectives.elbo import DifferentiableObjective
 from pyro_vaes.objectives.importance import log_weights, plate_layout
 
 __all__ = ["IWAE", "MIWAE"]
 
 
-class MIWAE(pyro.infer.RenyiELBO):
+class MIWAE(DifferentiableObjective, pyro.infer.RenyiELBO):
     r"""The multiply importance weighted bound: the mean of :math:`M` independent IWAE bounds of
     :math:`K` draws each, per datapoint,
 
@@ -49,11 +48,6 @@ class MIWAE(pyro.infer.RenyiELBO):
         self.m, self.k = m, k
         self._layouts: dict[tuple[Any, Any, tuple[int, ...]], tuple[int, int]] = {}
 
-    def _get_trace(
-        self, model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
-    ) -> tuple[Trace, Trace]:
-        return traces(model, guide, args, kwargs)
-
     def bound(
         self, model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor
     ) -> torch.Tensor:
@@ -72,19 +66,6 @@ class MIWAE(pyro.infer.RenyiELBO):
         if len(args) != 1 or kwargs:
             raise TypeError("MIWAE/IWAE score models that take one batch argument x")
         return -self.bound(model, guide, args[0]).sum()
-
-    def loss(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> float:
-        value = self.differentiable_loss(model, guide, *args, **kwargs)
-        value.backward()
-        return float(value.detach())
 
 
 class IWAE(MIWAE):

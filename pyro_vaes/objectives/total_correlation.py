@@ -10,7 +10,7 @@ import pyro.infer
 import torch
 from pyro.poutine.trace_struct import Trace
 
-from pyro_vaes.objectives.elbo import traces
+from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
 
 __all__ = ["TCELBO", "log_importance_weights"]
 
@@ -41,7 +41,7 @@ def log_importance_weights(batch_size: int, dataset_size: int, stratified: bool)
     return torch.full((m, m), -math.log(m))
 
 
-class TCELBO(pyro.infer.ELBO):
+class TCELBO(DifferentiableObjective, pyro.infer.ELBO):
     r"""The beta-TCVAE objective: the KL term of the ELBO split into index-code mutual
     information, total correlation and dimension-wise KL, each with its own weight,
 
@@ -95,11 +95,6 @@ class TCELBO(pyro.infer.ELBO):
         if self.dataset_size is None:
             self.dataset_size = int(n)
 
-    def _get_trace(
-        self, model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
-    ) -> tuple[Trace, Trace]:
-        return traces(model, guide, args, kwargs)
-
     def terms(self, model_tr: Trace, guide_tr: Trace) -> dict[str, torch.Tensor]:
         """Per-datapoint ``recon``, ``mi``, ``tc``, ``dwkl`` (and ``other_kl`` of other latents)."""
         if self.dataset_size is None:
@@ -149,16 +144,3 @@ class TCELBO(pyro.infer.ELBO):
             - t["other_kl"]
         )
         return -elbo.sum()
-
-    def loss(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> float:
-        value = self.differentiable_loss(model, guide, *args, **kwargs)
-        value.backward()
-        return float(value.detach())
