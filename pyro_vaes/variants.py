@@ -18,7 +18,14 @@ from torch import nn
 from pyro_vaes import likelihoods, nets
 from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
-from pyro_vaes.objectives import IWAE, MIWAE, MMDELBO, TCELBO, imq_kernel
+from pyro_vaes.objectives import (
+    IWAE,
+    MIWAE,
+    MMDELBO,
+    TCELBO,
+    SlicedWassersteinELBO,
+    imq_kernel,
+)
 from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, StandardNormal, VampPrior
 from pyro_vaes.priors import WrappedNormal as WrappedNormalPrior
 from pyro_vaes.vae import VAE
@@ -244,6 +251,12 @@ register(
     "WAE-MMD: reconstruction + lambda MMD (IMQ kernels), lambda=10",
     "Tolstikhin et al. 2018, Wasserstein Auto-Encoders",
     objective=lambda: MMDELBO(alpha=1.0, lam=10.0, kernel=imq_kernel),
+)(_vae)
+register(
+    "swae",
+    "SWAE: reconstruction + lambda sliced Wasserstein distance to the prior, lambda=10",
+    "Kolouri et al. 2019, Sliced Wasserstein Auto-Encoders",
+    objective=lambda: SlicedWassersteinELBO(lam=10.0),
 )(_vae)
 register(
     "miwae",

@@ -4,6 +4,18 @@
 from pyro_vaes.objectives.elbo import ELBO
 from pyro_vaes.objectives.iwae import IWAE, MIWAE
 from pyro_vaes.objectives.mmd import MMDELBO, imq_kernel, mmd, rbf_kernel
+from pyro_vaes.objectives.sliced_wasserstein import SlicedWassersteinELBO, sliced_wasserstein
 from pyro_vaes.objectives.total_correlation import TCELBO
 
-__all__ = ["ELBO", "IWAE", "MIWAE", "MMDELBO", "TCELBO", "imq_kernel", "mmd", "rbf_kernel"]
+__all__ = [
+    "ELBO",
+    "IWAE",
+    "MIWAE",
+    "MMDELBO",
+    "TCELBO",
+    "SlicedWassersteinELBO",
+    "imq_kernel",
+    "mmd",
+    "rbf_kernel",
+    "sliced_wasserstein",
+]
