@@ -178,3 +178,21 @@ def test_flow_arguments_are_checked():
     with pytest.raises(ValueError, match="data_range"):
         VampPrior(torch.nn.Identity(), torch.nn.Identity(), (3,), data_range=(1.0, 0.0))
     assert isinstance(StandardNormal(2)(), dist.Independent)
+
+
+def test_diagonal_normal_mixture_matches_mixture_same_family():
+    from pyro_vaes.distributions import DiagonalNormalMixture
+
+    torch.manual_seed(5)
+    logits, locs, scales = torch.randn(7), 3 * torch.randn(7, 4), torch.rand(7, 4) + 0.05
+    ours = DiagonalNormalMixture(logits, locs, scales)
+    ref = dist.MixtureSameFamily(
+        dist.Categorical(logits=logits), dist.Normal(locs, scales).to_event(1)
+    )
+    z = 3 * torch.randn(6, 5, 4)
+    torch.testing.assert_close(ours.log_prob(z), ref.log_prob(z), atol=1e-4, rtol=1e-5)
+    s = ours.sample((100_000,))
+    torch.testing.assert_close(s.mean(0), ref.mean, atol=0.05, rtol=0)
+    assert ours.expand((3,)).log_prob(torch.randn(2, 3, 4)).shape == (2, 3)
+    with pytest.raises(ValueError):
+        DiagonalNormalMixture(logits, locs, scales[:, :2])

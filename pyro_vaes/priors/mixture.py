@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pyro_vaes.distributions import DiagonalNormalMixture
 
 
 class MixtureOfGaussians(nn.Module):
@@ -36,8 +37,5 @@ class MixtureOfGaussians(nn.Module):
             torch.full((components, latent_dim), 0.5413)
         )  # softplus -> 1
 
-    def forward(self) -> dist.MixtureSameFamily:
-        scales = F.softplus(self.raw_scales) + 1e-5
-        return dist.MixtureSameFamily(
-            dist.Categorical(logits=self.logits), dist.Normal(self.locs, scales).to_event(1)
-        )
+    def forward(self) -> DiagonalNormalMixture:
+        return DiagonalNormalMixture(self.logits, self.locs, F.softplus(self.raw_scales) + 1e-5)

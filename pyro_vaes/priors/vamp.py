@@ -9,6 +9,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyro_vaes.distributions import DiagonalNormalMixture
+
 
 class VampPrior(nn.Module):
     r"""The variational mixture of posteriors prior
@@ -75,10 +77,13 @@ class VampPrior(nn.Module):
         """The pseudo-inputs :math:`u_k`, in ``(low, high)``."""
         return self.low + (self.high - self.low) * torch.sigmoid(self.raw_pseudo_inputs)
 
-    def forward(self) -> dist.MixtureSameFamily:
+    def forward(self) -> dist.TorchDistribution:
         encoder, posterior = self._parts
         q = posterior(encoder(self.pseudo_inputs))  # batch (K,), event (d,)
         weights = torch.zeros(self.components, device=self.raw_pseudo_inputs.device)
+        base = getattr(q, "base_dist", None)
+        if isinstance(base, dist.Normal):  # diagonal components: the matmul-based mixture
+            return DiagonalNormalMixture(weights, base.loc, base.scale)
         return dist.MixtureSameFamily(dist.Categorical(logits=weights), q)
 
     def extra_repr(self) -> str:
