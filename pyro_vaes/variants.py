@@ -30,7 +30,7 @@ from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, Standard
 from pyro_vaes.priors import WrappedNormal as WrappedNormalPrior
 from pyro_vaes.vae import VAE
 
-__all__ = ["Variant", "build", "posteriors", "priors", "register", "registry"]
+__all__ = ["Variant", "build", "networks", "posteriors", "priors", "register", "registry"]
 
 
 @dataclass(frozen=True)
@@ -81,21 +81,32 @@ def build(name: str, data_shape: Sequence[int], **options: Any) -> nn.Module:
     return variant.builder(tuple(data_shape), **{**variant.defaults, **options})
 
 
+def _mlp(
+    data_shape: tuple[int, ...], latent_dim: int, hidden: Sequence[int]
+) -> tuple[nn.Module, nn.Module, int]:
+    enc = nets.MLPEncoder(data_shape, hidden)
+    dec = nets.MLPDecoder(latent_dim, data_shape, tuple(reversed(hidden)))
+    return enc, dec, enc.out_features
+
+
+def _conv(
+    data_shape: tuple[int, ...], latent_dim: int, hidden: Sequence[int]
+) -> tuple[nn.Module, nn.Module, int]:
+    enc = nets.ConvEncoder(data_shape)
+    return enc, nets.ConvDecoder(latent_dim, data_shape), enc.out_features
+
+
+#: network family name -> ``(data_shape, latent_dim, hidden) -> (encoder, decoder, features)``
+networks: dict[str, Callable[..., tuple[nn.Module, nn.Module, int]]] = {"mlp": _mlp, "conv": _conv}
+
+
 def encoder_decoder(
     data_shape: tuple[int, ...], latent_dim: int, net: str, hidden: Sequence[int]
 ) -> tuple[nn.Module, nn.Module, int]:
-    """An encoder, a decoder and the encoder's feature size, for ``net`` in {"mlp", "conv"}."""
-    if net == "mlp":
-        enc = nets.MLPEncoder(data_shape, hidden)
-        return (
-            enc,
-            nets.MLPDecoder(latent_dim, data_shape, tuple(reversed(hidden))),
-            enc.out_features,
-        )
-    if net == "conv":
-        cenc = nets.ConvEncoder(data_shape)
-        return cenc, nets.ConvDecoder(latent_dim, data_shape), cenc.out_features
-    raise ValueError(f"unknown net {net!r}; choose 'mlp' or 'conv'")
+    """An encoder, a decoder and the encoder's feature size, for ``net`` in :data:`networks`."""
+    if net not in networks:
+        raise ValueError(f"unknown net {net!r}; choose from {sorted(networks)}")
+    return networks[net](data_shape, latent_dim, hidden)
 
 
 @dataclass(frozen=True)
