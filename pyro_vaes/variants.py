@@ -19,6 +19,7 @@ from pyro_vaes import likelihoods, nets
 from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
 from pyro_vaes.objectives import (
+    DIPELBO,
     IWAE,
     MIWAE,
     MMDELBO,
@@ -268,6 +269,12 @@ register(
     "SWAE: reconstruction + lambda sliced Wasserstein distance to the prior, lambda=10",
     "Kolouri et al. 2019, Sliced Wasserstein Auto-Encoders",
     objective=lambda: SlicedWassersteinELBO(lam=10.0),
+)(_vae)
+register(
+    "dip_vae",
+    "DIP-VAE-II: the ELBO plus a penalty pulling Cov_q(z) to the identity (lambda_od = 10)",
+    "Kumar et al. 2018, Variational Inference of Disentangled Latent Concepts",
+    objective=lambda: DIPELBO("ii", lambda_od=10.0),
 )(_vae)
 register(
     "miwae",

@@ -4,16 +4,20 @@
 from pyro_vaes.objectives.elbo import ELBO
 from pyro_vaes.objectives.iwae import IWAE, MIWAE
 from pyro_vaes.objectives.mmd import MMDELBO, imq_kernel, mmd, rbf_kernel
+from pyro_vaes.objectives.regularized import DIPELBO, CapacityELBO, dip_penalty
 from pyro_vaes.objectives.sliced_wasserstein import SlicedWassersteinELBO, sliced_wasserstein
 from pyro_vaes.objectives.total_correlation import TCELBO
 
 __all__ = [
+    "DIPELBO",
     "ELBO",
     "IWAE",
     "MIWAE",
     "MMDELBO",
     "TCELBO",
+    "CapacityELBO",
     "SlicedWassersteinELBO",
+    "dip_penalty",
     "imq_kernel",
     "mmd",
     "rbf_kernel",

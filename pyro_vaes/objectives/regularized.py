@@ -1,0 +1,126 @@
+"""ELBOs with a regulariser on the KL term or the aggregate posterior: the capacity-controlled
+beta-VAE and DIP-VAE I and II."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyro.infer
+import torch
+from pyro.poutine.trace_struct import Trace
+from torch.distributions import kl_divergence
+
+from pyro_vaes.objectives.elbo import DifferentiableObjective, negative_elbo, traces
+
+__all__ = ["DIPELBO", "CapacityELBO", "dip_penalty"]
+
+
+def _recon_and_kl(
+    model_tr: Trace, guide_tr: Trace, latent: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed observed log densities and the per-datapoint KL of ``latent`` (closed form where
+    registered, else the one-draw estimate)."""
+    sites: dict[str, Any] = model_tr.nodes
+    q: Any = guide_tr.nodes[latent]
+    recon = sum(
+        s["fn"].log_prob(s["value"]).sum()
+        for s in sites.values()
+        if s["type"] == "sample" and s["is_observed"]
+    )
+    try:
+        kl = kl_divergence(q["fn"], sites[latent]["fn"])
+    except NotImplementedError:
+        kl = q["fn"].log_prob(q["value"]) - sites[latent]["fn"].log_prob(q["value"])
+    return recon, kl  # type: ignore[return-value]
+
+
+class CapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
+    r"""The disentangled beta-VAE of Burgess et al.: the KL term is held near a capacity
+    :math:`C` that grows during training,
+
+    .. math::
+        \mathcal L = \mathbb E_q[\log p(x\mid z)] - \gamma\,\big|\mathrm{KL}(q(z\mid x)\,\|\,p(z)) - C\big|,
+
+    with the KL averaged over the batch inside the absolute value. ``capacity`` is a plain
+    attribute: grow it with ``pyro_vaes.KLAnnealing(objective, attr="capacity", start=0,
+    end=25, warmup_steps=...)``.
+
+    References:
+        [1] Burgess et al. Understanding disentangling in beta-VAE. 2018.
+    """
+
+    def __init__(self, gamma: float = 1000.0, capacity: float = 0.0, latent: str = "z") -> None:
+        if gamma <= 0 or capacity < 0:
+            raise ValueError(f"need gamma > 0 and capacity >= 0, got {gamma}, {capacity}")
+        super().__init__(num_particles=1)
+        self.gamma, self.capacity, self.latent = float(gamma), float(capacity), latent
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        recon, kl = _recon_and_kl(*traces(model, guide, args, kwargs), self.latent)
+        return -recon + self.gamma * kl.numel() * (kl.mean() - self.capacity).abs()
+
+
+def dip_penalty(cov: torch.Tensor, lambda_od: float, lambda_d: float) -> torch.Tensor:
+    r""":math:`\lambda_{od}\sum_{i\ne j} C_{ij}^2 + \lambda_d \sum_i (C_{ii} - 1)^2`."""
+    diag = cov.diagonal()
+    off = cov - torch.diag_embed(diag)
+    return lambda_od * off.pow(2).sum() + lambda_d * (diag - 1).pow(2).sum()
+
+
+class DIPELBO(DifferentiableObjective, pyro.infer.ELBO):
+    r"""DIP-VAE: the ELBO plus a penalty that pushes a covariance of the aggregate posterior
+    towards the identity, :func:`dip_penalty`, on
+
+    * DIP-VAE-I: :math:`\mathrm{Cov}_{p(x)}[\mu_\phi(x)]`, the covariance of the posterior means;
+    * DIP-VAE-II: :math:`\mathrm{Cov}_{q(z)}[z] = \mathbb E_{p(x)}[\Sigma_\phi(x)] +
+      \mathrm{Cov}_{p(x)}[\mu_\phi(x)]`,
+
+    both estimated on the batch; the latent's posterior must be a diagonal normal.
+
+    :param kind: ``"i"`` or ``"ii"``.
+
+    References:
+        [1] Kumar, Sattigeri, Balakrishnan. Variational Inference of Disentangled Latent
+        Concepts from Unlabeled Observations. ICLR 2018.
+    """
+
+    def __init__(
+        self,
+        kind: str = "ii",
+        lambda_od: float = 10.0,
+        lambda_d: float | None = None,
+        latent: str = "z",
+    ) -> None:
+        if kind not in ("i", "ii"):
+            raise ValueError(f"kind must be 'i' or 'ii', got {kind!r}")
+        super().__init__(num_particles=1)
+        self.kind, self.latent = kind, latent
+        self.lambda_od = float(lambda_od)
+        # the paper's defaults: lambda_d = 10 lambda_od for DIP-VAE-I, lambda_od for DIP-VAE-II
+        self.lambda_d = float(
+            lambda_d if lambda_d is not None else (10 if kind == "i" else 1) * lambda_od
+        )
+
+    def covariance(self, guide_tr: Trace) -> torch.Tensor:
+        """The batch estimate of the covariance this DIP-VAE regularises."""
+        q: Any = guide_tr.nodes[self.latent]["fn"]
+        base = getattr(q, "base_dist", q)
+        if not isinstance(base, torch.distributions.Normal):
+            raise ValueError("DIP-VAE needs a diagonal normal posterior")
+        loc = base.loc.reshape(-1, base.loc.shape[-1])
+        cov = torch.cov(loc.T).reshape(loc.shape[-1], loc.shape[-1])
+        if self.kind == "ii":
+            cov = cov + torch.diag_embed(base.scale.reshape(loc.shape).pow(2).mean(0))
+        return cov
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        model_tr, guide_tr = traces(model, guide, args, kwargs)
+        z: torch.Tensor = guide_tr.nodes[self.latent]["value"]  # type: ignore[assignment]
+        n = z.reshape(-1, z.shape[-1]).shape[0]
+        penalty = dip_penalty(self.covariance(guide_tr), self.lambda_od, self.lambda_d)
+        return negative_elbo(model_tr, guide_tr) + n * penalty
