@@ -15,6 +15,7 @@ import torch
 import pyro_vaes as pv
 from pyro_vaes.objectives import ELBO, IWAE, MIWAE
 from pyro_vaes.objectives.importance import log_weights, plate_layout
+from tests.helpers import seeded_loss
 from tests.linear_gaussian import SIGMA, B, W, draw, exact_log_px, model, posterior, rough_guide
 
 
@@ -23,21 +24,15 @@ def x() -> torch.Tensor:
     return draw(40)
 
 
-def _loss(objective, m, g, x, seed=11):
-    objective.loss(m, g, x)  # the first call also learns the plate layout (and draws)
-    pyro.set_rng_seed(seed)
-    return objective.loss(m, g, x)
-
-
 def test_iwae_with_one_draw_is_trace_elbo(x):
-    ours = _loss(IWAE(1), model, rough_guide, x)
+    ours = seeded_loss(IWAE(1), model, rough_guide, x)
     pyro.set_rng_seed(11)
     assert ours == pytest.approx(pyro.infer.Trace_ELBO().loss(model, rough_guide, x), rel=1e-6)
 
 
 def test_miwae_one_bound_is_iwae(x):
-    assert _loss(MIWAE(1, 7), model, rough_guide, x) == pytest.approx(
-        _loss(IWAE(7), model, rough_guide, x), rel=1e-6
+    assert seeded_loss(MIWAE(1, 7), model, rough_guide, x) == pytest.approx(
+        seeded_loss(IWAE(7), model, rough_guide, x), rel=1e-6
     )
 
 
@@ -94,8 +89,8 @@ def test_subsample_scale_stays_out_of_the_logsumexp(x):
         with pyro.plate("data", n_total, subsample=torch.arange(xb.shape[0])):
             pyro.sample("z", dist.Normal(mean, 2.0 * cov.diagonal().sqrt()).to_event(1))
 
-    ours = _loss(IWAE(8), subsampled_model, subsampled_guide, x)
-    plain = _loss(IWAE(8), model, rough_guide, x)
+    ours = seeded_loss(IWAE(8), subsampled_model, subsampled_guide, x)
+    plain = seeded_loss(IWAE(8), model, rough_guide, x)
     assert ours == pytest.approx(plain, rel=1e-5)
     pyro.set_rng_seed(11)
     renyi = pyro.infer.RenyiELBO(alpha=0, num_particles=8, vectorize_particles=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyro_vaes.objectives import SlicedWassersteinELBO, sliced_wasserstein
-from tests.aggregate import aggregate_gap
+from tests.helpers import aggregate_gap
 
 
 def test_zero_for_one_distribution_and_gaussian_closed_form():

@@ -1,10 +1,11 @@
-"""Shared by the tests of objectives that match the aggregate posterior to the prior."""
+"""Helpers shared by the objective tests."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import pyro
 import torch
 
 import pyro_vaes as pv
@@ -24,3 +25,11 @@ def aggregate_gap(
         codes = vae.posterior(vae.encoder(digits.x_test)).rsample()
     torch.manual_seed(1)
     return float(distance(codes, torch.randn_like(codes)))
+
+
+def seeded_loss(objective: Any, model: Any, guide: Any, x: torch.Tensor, seed: int = 11) -> float:
+    """``objective.loss`` at a fixed RNG seed, after one call that lets an objective learn what
+    it caches (IWAE's plate layout), so that two objectives see the same draws."""
+    objective.loss(model, guide, x)
+    pyro.set_rng_seed(seed)
+    return objective.loss(model, guide, x)
