@@ -259,6 +259,16 @@ def _tree(root: Path | None) -> Splits:
     return Splits("tree", x[:n_train], depth[:n_train], x[n_train:], depth[n_train:])
 
 
+def _sprites(root: Path | None) -> Splits:
+    from pyro_vaes import sprites
+
+    s = sprites.generate()
+    perm = torch.randperm(len(s.images), generator=torch.Generator().manual_seed(2))
+    x, y = s.images[perm], s.factors[perm, 0]  # label: the shape
+    n_train = int(0.9 * len(x))
+    return Splits("sprites", x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+
 #: name -> loader ``(root) -> Splits``
 registry: dict[str, Callable[[Path | None], Splits]] = {
     "digits": _digits,
@@ -267,6 +277,7 @@ registry: dict[str, Callable[[Path | None], Splits]] = {
     "fashion_mnist": _torchvision("FashionMNIST"),
     "cifar10": _torchvision("CIFAR10"),
     "tree": _tree,
+    "sprites": _sprites,
 }
 
 
