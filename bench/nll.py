@@ -103,11 +103,14 @@ def main() -> None:
             hidden=setting.hidden,
             likelihood=setting.likelihood,
         )
+        variant = pv.variants.registry[name]
+        loss = variant.loss()
         pv.fit(
             model.model,
             model.guide,
             x_train,
-            loss=pv.variants.registry[name].loss(),
+            loss=loss,
+            callbacks=variant.callbacks(model, loss),
             epochs=args.epochs,
             batch_size=setting.batch_size,
             transform=setting.transform,

@@ -7,10 +7,12 @@ from pyro_vaes import (
     evaluate,
     guides,
     likelihoods,
+    metrics,
     nets,
     objectives,
     plots,
     priors,
+    sprites,
     variants,
 )
 from pyro_vaes.callbacks import EarlyStopping, History, KLAnnealing
@@ -35,9 +37,11 @@ __all__ = [
     "fit",
     "guides",
     "likelihoods",
+    "metrics",
     "nets",
     "objectives",
     "plots",
     "priors",
+    "sprites",
     "variants",
 ]

@@ -111,7 +111,8 @@ class KLAnnealing(Callback):
     step alone, so a resumed fit continues the schedule where it stopped.
 
     :param target: the object holding the weight.
-    :param warmup_steps: :math:`T`; or give ``warmup_epochs`` instead.
+    :param warmup_steps: :math:`T`; or give ``warmup_epochs``, or ``warmup_fraction`` of all the
+        fit's steps, instead.
     :param start: :math:`\beta_0`.
     :param end: :math:`\beta_1`.
 
@@ -125,29 +126,34 @@ class KLAnnealing(Callback):
         *,
         warmup_steps: int | None = None,
         warmup_epochs: int | None = None,
+        warmup_fraction: float | None = None,
         start: float = 0.0,
         end: float = 1.0,
         attr: str = "beta",
     ) -> None:
-        if (warmup_steps is None) == (warmup_epochs is None):
-            raise ValueError("give exactly one of warmup_steps and warmup_epochs")
-        length = warmup_steps if warmup_steps is not None else warmup_epochs
-        if length is None or length < 0:
-            raise ValueError(f"the warm-up length must be >= 0, got {length}")
+        given = [x for x in (warmup_steps, warmup_epochs, warmup_fraction) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of warmup_steps, warmup_epochs, warmup_fraction")
+        if not given[0] >= 0 or (warmup_fraction is not None and warmup_fraction > 1):
+            raise ValueError(f"the warm-up length must be >= 0 (a fraction <= 1), got {given[0]}")
         if not hasattr(target, attr):
             raise AttributeError(f"{type(target).__name__} has no attribute {attr!r} to anneal")
         self.target, self.attr = target, attr
         self.warmup_steps, self.warmup_epochs = warmup_steps, warmup_epochs
+        self.warmup_fraction = warmup_fraction
         self.start, self.end = float(start), float(end)
 
-    def value(self, global_step: int, steps_per_epoch: int) -> float:
-        total = (
-            self.warmup_steps
-            if self.warmup_steps is not None
-            else (self.warmup_epochs or 0) * steps_per_epoch
-        )
+    def value(self, global_step: int, steps_per_epoch: int, epochs: int = 0) -> float:
+        """The weight at ``global_step`` of a fit of ``epochs`` epochs of ``steps_per_epoch``."""
+        if self.warmup_steps is not None:
+            total = float(self.warmup_steps)
+        elif self.warmup_epochs is not None:
+            total = float(self.warmup_epochs * steps_per_epoch)
+        else:
+            total = (self.warmup_fraction or 0.0) * epochs * steps_per_epoch
         frac = 1.0 if total == 0 else min(1.0, global_step / total)
         return self.start + (self.end - self.start) * frac
 
     def on_step_start(self, state: FitState) -> None:
-        setattr(self.target, self.attr, self.value(state.global_step, state.steps_per_epoch))
+        value = self.value(state.global_step, state.steps_per_epoch, state.epochs)
+        setattr(self.target, self.attr, value)

@@ -106,11 +106,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     model: Any = variants.build(args.variant, splits.shape, **options)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG).write_text(json.dumps(config, indent=2))
+    variant = variants.registry[args.variant]
+    loss = variant.loss()
     history = fit(
         model.model,
         model.guide,
         splits.x_train,
-        loss=variants.registry[args.variant].loss(),
+        loss=loss,
+        callbacks=variant.callbacks(model, loss),
         optim=functools.partial(torch.optim.Adam, lr=args.lr),
         epochs=args.epochs,
         batch_size=args.batch_size,

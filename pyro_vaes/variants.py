@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from pyro_vaes import likelihoods, nets
+from pyro_vaes.callbacks import Callback, KLAnnealing
 from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
 from pyro_vaes.objectives import (
@@ -24,6 +25,7 @@ from pyro_vaes.objectives import (
     MIWAE,
     MMDELBO,
     TCELBO,
+    CapacityELBO,
     SlicedWassersteinELBO,
     imq_kernel,
 )
@@ -36,8 +38,9 @@ __all__ = ["Variant", "build", "networks", "posteriors", "priors", "register", "
 
 @dataclass(frozen=True)
 class Variant:
-    """A named variant: its builder, a one-line summary, the paper, its default options, and
-    the objective it trains with (``None``: :func:`pyro_vaes.fit`'s default ELBO)."""
+    """A named variant: its builder, a one-line summary, the paper, its default options, the
+    objective it trains with (``None``: :func:`pyro_vaes.fit`'s default ELBO), and the schedule
+    it trains under: ``(model, objective) -> callbacks``, e.g. a growing capacity."""
 
     name: str
     builder: Callable[..., nn.Module]
@@ -45,10 +48,16 @@ class Variant:
     reference: str
     defaults: dict[str, Any] = field(default_factory=dict)
     objective: Callable[[], Any] | None = None
+    schedule: Callable[[nn.Module, Any], list[Callback]] | None = None
 
     def loss(self) -> Any:
         """A fresh instance of the variant's objective, or ``None`` for the default."""
         return self.objective() if self.objective is not None else None
+
+    def callbacks(self, model: nn.Module, loss: Any) -> list[Callback]:
+        """The callbacks of the variant's schedule, bound to ``model`` and its objective ``loss``
+        (from :meth:`loss`); pass them to :func:`pyro_vaes.fit`."""
+        return self.schedule(model, loss) if self.schedule is not None else []
 
 
 registry: dict[str, Variant] = {}
@@ -59,6 +68,7 @@ def register(
     summary: str,
     reference: str,
     objective: Callable[[], Any] | None = None,
+    schedule: Callable[[nn.Module, Any], list[Callback]] | None = None,
     **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: add a builder to the catalogue under ``name``."""
@@ -66,7 +76,7 @@ def register(
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in registry:
             raise ValueError(f"variant {name!r} is already registered")
-        registry[name] = Variant(name, builder, summary, reference, defaults, objective)
+        registry[name] = Variant(name, builder, summary, reference, defaults, objective, schedule)
         return builder
 
     return add
@@ -275,6 +285,16 @@ register(
     "DIP-VAE-II: the ELBO plus a penalty pulling Cov_q(z) to the identity (lambda_od = 10)",
     "Kumar et al. 2018, Variational Inference of Disentangled Latent Concepts",
     objective=lambda: DIPELBO("ii", lambda_od=10.0),
+)(_vae)
+register(
+    "disentangled_beta_vae",
+    "gamma |KL - C|, gamma=1000, the capacity C grown from 0 to 25 nats over the first half of "
+    "training",
+    "Burgess et al. 2018, Understanding disentangling in beta-VAE",
+    objective=lambda: CapacityELBO(gamma=1000.0),
+    schedule=lambda model, loss: [
+        KLAnnealing(loss, attr="capacity", start=0.0, end=25.0, warmup_fraction=0.5)
+    ],
 )(_vae)
 register(
     "miwae",

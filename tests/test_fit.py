@@ -86,6 +86,17 @@ def test_kl_annealing_drives_beta(digits, small_vae):
     assert all(a <= b for a, b in itertools.pairwise(seen))
 
 
+def test_kl_annealing_by_fraction_of_the_fit(small_vae):
+    anneal = pv.KLAnnealing(small_vae, warmup_fraction=0.5, start=0.0, end=25.0)
+    # 4 epochs of 10 steps: the warm-up ends at step 20
+    assert [anneal.value(t, 10, 4) for t in (0, 10, 20, 39)] == [0.0, 12.5, 25.0, 25.0]
+    for bad in ({"warmup_fraction": 1.5}, {"warmup_fraction": -0.1}, {}):
+        with pytest.raises(ValueError):
+            pv.KLAnnealing(small_vae, **bad)
+    with pytest.raises(ValueError, match="exactly one"):
+        pv.KLAnnealing(small_vae, warmup_steps=3, warmup_fraction=0.5)
+
+
 def test_early_stopping(digits, small_vae):
     stop = pv.EarlyStopping(patience=1, min_delta=1e9)
     history = pv.fit(
