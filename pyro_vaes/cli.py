@@ -1,4 +1,4 @@
-"""The ``pyro-vaes`` command: ``train``, ``evaluate``, ``sample`` and ``list``.
+"""The ``pyro-vaes`` command: ``train``, ``evaluate``, ``sample``, ``report`` and ``list``.
 
 A run folder holds ``config.json`` (what to build: variant, options, data), ``checkpoint.pt``
 (parameters only; loading it runs no code), ``metrics.json`` and PNG pictures.
@@ -10,49 +10,17 @@ import argparse
 import functools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pyro_vaes import checkpoint, data, evaluate, plots, variants
+from pyro_vaes import data, evaluate, plots, variants
 from pyro_vaes.errors import CheckpointError, DataError
-from pyro_vaes.fit import CHECKPOINT_NAME, fit, resolve_device
-
-CONFIG = "config.json"
-METRICS = "metrics.json"
-
-
-# What each binarisation does: (transform applied to every training batch, preparation of the
-# stored images). Test images are binarised once with a fixed seed so scores are comparable.
-BINARIZE: dict[
-    str, tuple[Callable[[torch.Tensor], torch.Tensor] | None, Callable[[data.Splits], data.Splits]]
-] = {
-    "dynamic": (
-        data.dynamic_binarize,
-        lambda s: data.Splits(s.name, s.x_train, s.y_train, data.binarize(s.x_test, 1), s.y_test),
-    ),
-    "static": (None, lambda s: s.map(functools.partial(data.binarize, seed=0))),
-    "none": (None, lambda s: s),
-}
-
-
-def _prepare_data(
-    config: dict[str, Any],
-) -> tuple[data.Splits, Callable[[torch.Tensor], torch.Tensor] | None]:
-    transform, prepare = BINARIZE[config["binarize"]]
-    return prepare(data.load(config["data"], config.get("data_root"))), transform
-
-
-def _load_run(run: Path) -> tuple[dict[str, Any], Any]:
-    config_path = run / CONFIG
-    if not config_path.is_file():
-        raise CheckpointError(f"{run} is not a run folder (no {CONFIG})")
-    config = json.loads(config_path.read_text())
-    model: Any = variants.build(config["variant"], config["data_shape"], **config["options"])
-    checkpoint.restore(model, run / CHECKPOINT_NAME)
-    return config, model.eval()
+from pyro_vaes.fit import fit, resolve_device
+from pyro_vaes.report import write_report
+from pyro_vaes.runs import BINARIZE, CONFIG, METRICS, load_run, prepare_data
 
 
 def _pictures(model: Any, splits: data.Splits, out: Path, n: int = 64) -> None:
@@ -100,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.variant not in variants.registry:
         raise ValueError(f"unknown variant {args.variant!r}; see `pyro-vaes list`")
     resolve_device(args.device)
-    splits, transform = _prepare_data(config)
+    splits, transform = prepare_data(config)
     config["data_shape"] = list(splits.shape)
     torch.manual_seed(args.seed)
     model: Any = variants.build(args.variant, splits.shape, **options)
@@ -149,10 +117,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    config, model = _load_run(Path(args.run))
+    config, model = load_run(Path(args.run))
     if args.data_root:
         config["data_root"] = args.data_root
-    splits, _ = _prepare_data(config)
+    splits, _ = prepare_data(config)
     s = evaluate.scores(
         model.model, model.guide, splits.x_test, args.num_samples, progress=not args.quiet
     )
@@ -167,13 +135,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    _, model = _load_run(Path(args.run))
+    _, model = load_run(Path(args.run))
     if args.n < 1:
         raise ValueError(f"-n must be >= 1, got {args.n}")
     torch.manual_seed(args.seed)
     path = Path(args.out or Path(args.run) / "samples.png")
     plots.save_image_grid(model.sample(args.n), path, f"{args.n} samples")
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    index = write_report(
+        args.run,
+        out=args.out,
+        num_samples=args.num_samples,
+        num_points=args.num_points,
+        classifier_epochs=args.classifier_epochs,
+    )
+    print(f"wrote {index}")
     return 0
 
 
@@ -244,6 +224,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None)
     s.set_defaults(func=cmd_sample)
+
+    r = sub.add_parser("report", help="pictures and posterior predictive checks as an HTML page")
+    r.add_argument("run")
+    r.add_argument("--out", default=None, help="default: RUN/report")
+    r.add_argument("--num-samples", type=_positive_int, default=100, help="draws per datapoint")
+    r.add_argument("--num-points", type=_positive_int, default=300, help="test datapoints")
+    r.add_argument("--classifier-epochs", type=_non_negative_int, default=5)
+    r.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="the catalogue of variants")
     ls.set_defaults(func=cmd_list)

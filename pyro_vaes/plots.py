@@ -1,19 +1,36 @@
-"""Pictures people would rather look at than read: loss curves and image grids (PNG files)."""
+"""Pictures people would rather look at than read, as PNG files: image grids (samples,
+reconstructions, traversals, interpolations), loss curves, 2-D latent scatters, posterior
+predictive checks and pixel calibration."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from pyro_vaes.callbacks import History
 
-__all__ = ["image_grid", "loss_curve", "save_image_grid"]
+if TYPE_CHECKING:
+    import arviz as az
+
+    from pyro_vaes.checks import Calibration
+
+__all__ = [
+    "calibration_plot",
+    "image_grid",
+    "latent_scatter",
+    "loss_curve",
+    "ppc_plot",
+    "pvalue_plot",
+    "save_image_grid",
+]
 
 
 def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 1) -> torch.Tensor:
@@ -66,3 +83,76 @@ def loss_curve(history: History, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def latent_scatter(
+    codes: torch.Tensor, labels: torch.Tensor | None, path: str | Path, title: str = ""
+) -> Path:
+    """Codes ``(N, d)`` as points coloured by label; codes of more than two dimensions are
+    projected on their first two principal components (the axes say which)."""
+    z = codes.detach().double().cpu()
+    if z.dim() != 2 or z.shape[1] < 1:
+        raise ValueError(f"expected codes (N, d), got shape {tuple(codes.shape)}")
+    if z.shape[1] == 1:
+        z, axes = torch.cat([z, torch.zeros_like(z)], 1), ("z1", "")
+    elif z.shape[1] == 2:
+        axes = ("z1", "z2")
+    else:
+        centred = z - z.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        z, axes = centred @ v[:2].T, ("principal component 1", "principal component 2")
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    if labels is None:
+        ax.scatter(z[:, 0], z[:, 1], s=8, alpha=0.8)
+    else:
+        points = ax.scatter(z[:, 0], z[:, 1], c=labels.cpu().numpy(), cmap="tab10", s=8, alpha=0.8)
+        fig.colorbar(points, ax=ax, label="label")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def calibration_plot(cal: Calibration, path: str | Path) -> Path:
+    """Reliability diagram: observed frequency of on-pixels against predicted probability."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    seen = cal.count > 0
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    ax.plot(cal.predicted[seen], cal.observed[seen], marker="o", label="model")
+    ax.set_xlabel("predicted probability of an on-pixel")
+    ax.set_ylabel("observed frequency")
+    ax.set_title(f"pixel calibration (ECE {cal.ece:.3f})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def ppc_plot(stat_idata: az.InferenceData, path: str | Path) -> Path:
+    """``az.plot_ppc`` of every test statistic: replicated against observed distributions."""
+    import arviz as az
+
+    names = list(stat_idata["observed_data"].data_vars)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    draws = stat_idata["posterior_predictive"].sizes["draw"]
+    az.plot_ppc(
+        stat_idata, var_names=names, ax=axes[0], num_pp_samples=min(50, draws), random_seed=0
+    )
+    return _save(fig, path)
+
+
+def pvalue_plot(pvalues: dict[str, np.ndarray], path: str | Path) -> Path:
+    """Histograms of the per-datapoint posterior predictive p-values of each statistic."""
+    fig, axes = plt.subplots(1, len(pvalues), figsize=(4 * len(pvalues), 3.2), squeeze=False)
+    for ax, (name, p) in zip(axes[0], pvalues.items(), strict=True):
+        ax.hist(p, bins=np.linspace(0, 1, 21), color="tab:blue", alpha=0.8)
+        ax.set_title(name)
+        ax.set_xlabel("posterior predictive p-value")
+    axes[0][0].set_ylabel("datapoints")
+    return _save(fig, path)

@@ -19,7 +19,14 @@ import torch
 
 from pyro_vaes.objectives.elbo import traces
 
-__all__ = ["log_weights", "per_datapoint", "plate_layout"]
+__all__ = [
+    "log_weights",
+    "particle_traces",
+    "per_datapoint",
+    "plate_layout",
+    "vectorised",
+    "weights_from_traces",
+]
 
 _PARTICLES = "_pyro_vaes_particles"
 
@@ -57,6 +64,28 @@ def per_datapoint(lp: torch.Tensor, rank: int, data_dim: int, n: int, b: int) ->
     return lp.reshape(lp.shape[0], lp.shape[rank + data_dim]).expand(n, b)
 
 
+def vectorised(fn: Callable[..., Any], n: int, nesting: int) -> Callable[..., Any]:
+    """``fn`` run inside a plate of ``n`` particles outside its own ``nesting`` plates."""
+
+    def wrapped(*args: Any) -> Any:
+        with pyro.plate(_PARTICLES, n, dim=-(nesting + 1)):
+            return fn(*args)
+
+    return wrapped
+
+
+def particle_traces(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    n: int,
+    nesting: int,
+) -> tuple[Any, Any]:
+    """The model trace (replayed on the guide's draws) and the guide trace, for ``n`` draws per
+    datapoint taken at once: every site gains a leading particle dim of size ``n``."""
+    return traces(vectorised(model, n, nesting), vectorised(guide, n, nesting), (x,), {})
+
+
 def log_weights(
     model: Callable[..., Any],
     guide: Callable[..., Any],
@@ -66,18 +95,17 @@ def log_weights(
     data_dim: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log w, log p(x | z))``, each ``(n, B)``, from ``n`` vectorised draws of the guide."""
+    model_tr, guide_tr = particle_traces(model, guide, x, n, nesting)
+    return weights_from_traces(model_tr, guide_tr, n, x.shape[0], nesting, data_dim)
 
-    def vectorised(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(*args: Any) -> Any:
-            with pyro.plate(_PARTICLES, n, dim=-(nesting + 1)):
-                return fn(*args)
 
-        return wrapped
-
-    model_tr, guide_tr = traces(vectorised(model), vectorised(guide), (x,), {})
-    rank, b = nesting + 1, x.shape[0]
-    log_w = x.new_zeros(n, b)
-    log_lik = x.new_zeros(n, b)
+def weights_from_traces(
+    model_tr: Any, guide_tr: Any, n: int, b: int, nesting: int, data_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log w, log p(x | z))``, each ``(n, B)``, from :func:`particle_traces`."""
+    rank = nesting + 1
+    log_w = torch.zeros(())
+    log_lik = torch.zeros(())
     model_sites: dict[str, Any] = model_tr.nodes
     guide_sites: dict[str, Any] = guide_tr.nodes
     for name, site in model_sites.items():
@@ -90,4 +118,4 @@ def log_weights(
         else:
             g = guide_sites[name]
             log_w = log_w - per_datapoint(g["fn"].log_prob(g["value"]), rank, data_dim, n, b)
-    return log_w, log_lik
+    return log_w.expand(n, b), log_lik.expand(n, b)

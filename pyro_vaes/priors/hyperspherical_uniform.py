@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pyro_vaes.distributions import HypersphericalUniform as HypersphericalUniformDistribution
+from pyro_vaes.geometry import Sphere
 
 
 class HypersphericalUniform(nn.Module):
@@ -25,6 +26,7 @@ class HypersphericalUniform(nn.Module):
         if latent_dim < 2:
             raise ValueError(f"a spherical code needs latent_dim >= 2, got {latent_dim}")
         self.latent_dim = latent_dim
+        self.geometry = Sphere()  # slerp interpolations, traversals along great circles
         self.register_buffer("_anchor", torch.zeros(()))  # follows the module's device and dtype
 
     def forward(self) -> HypersphericalUniformDistribution:

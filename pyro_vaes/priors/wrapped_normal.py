@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pyro_vaes.distributions import WrappedNormal as WrappedNormalDistribution
+from pyro_vaes.geometry import Ball
 
 
 class WrappedNormal(nn.Module):
@@ -30,6 +31,7 @@ class WrappedNormal(nn.Module):
         if latent_dim < 1 or not scale > 0:
             raise ValueError(f"need latent_dim >= 1 and scale > 0, got {latent_dim}, {scale}")
         self.c = float(c)
+        self.geometry = Ball(self.c)  # geodesic interpolations on the ball
         self.register_buffer("loc", torch.zeros(latent_dim))
         self.register_buffer("scale", torch.full((latent_dim,), float(scale)))
 
