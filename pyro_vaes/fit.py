@@ -284,6 +284,57 @@ class _Objective:
         return torch.as_tensor(self.loss.loss(self.model, self.guide, x), device=x.device)
 
 
+class _Adversary:
+    """The second network of an adversarial objective and its own optimizer: ``step(x)`` takes
+    ``adversary_steps`` optimizer steps on ``adversary_loss`` (per-datapoint mean), touching only
+    the adversary's parameters."""
+
+    def __init__(
+        self,
+        loss: Any,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        module: nn.Module,
+        optim: Any,
+    ) -> None:
+        self.loss, self.model, self.guide, self.module = loss, model, guide, module
+        self.steps = _check_int("adversary_steps", getattr(loss, "adversary_steps", 1), 1)
+        self.params = {f"adversary.{k}": v for k, v in module.state_dict(keep_vars=True).items()}
+        trainable: list[torch.Tensor] = [p for p in module.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("the objective's adversary has no trainable parameters")
+        self.optimizer = _make_optimizer(optim, trainable)
+
+    @classmethod
+    def of(
+        cls,
+        loss: Any,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        optim: Any,
+        device: torch.device,
+        batch: torch.Tensor,
+    ) -> _Adversary | None:
+        module = getattr(loss, "adversary", None)
+        if module is None or not callable(getattr(loss, "adversary_loss", None)):
+            if optim is not None:
+                raise ValueError("adversary_optim was given, but the objective has no adversary")
+            return None
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"the objective's adversary must be an nn.Module, got {type(module)}")
+        module.to(device).train()
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters()):
+            loss.adversary_loss(model, guide, batch)  # lazily sized layers learn their shapes
+        return cls(loss, model, guide, module, optim)
+
+    def step(self, x: torch.Tensor) -> None:
+        for _ in range(self.steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            (self.loss.adversary_loss(self.model, self.guide, x) / x.shape[0]).backward()
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -344,6 +395,7 @@ def fit(
     *,
     loss: Any = None,
     optim: Any = None,
+    adversary_optim: Any = None,
     epochs: int = 10,
     batch_size: int = 100,
     device: str | torch.device = "auto",
@@ -372,6 +424,11 @@ def fit(
         ``RenyiELBO``) run through their ``loss_and_grads``.
     :param optim: ``None`` (Adam, lr 1e-3, the fused implementation where available), a ``pyro.optim`` optimizer such as
         ``pyro.optim.Adam({"lr": 1e-3})``, or a factory ``params -> torch.optim.Optimizer``.
+    :param adversary_optim: the optimizer (same forms as ``optim``) of an adversarial objective's
+        second network: an objective with an ``adversary`` module and an
+        ``adversary_loss(model, guide, x)`` gets its own optimizer over that module alone, stepped
+        ``adversary_steps`` times after every model step (see
+        :mod:`pyro_vaes.objectives.adversarial`). Default: Adam, lr 1e-3.
     :param epochs: total number of epochs (a resumed fit continues up to it).
     :param batch_size: datapoints per step (ignored for a ``DataLoader``).
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
@@ -457,6 +514,9 @@ def fit(
             bind(batches.size)
         objective = _Objective(loss, model, guide)
         optimizer = _make_optimizer(optim, structure.trainable)
+        adversary = _Adversary.of(loss, model, guide, adversary_optim, dev, first)
+        if adversary is not None:
+            structure.params.update(adversary.params)
 
         state = FitState(model, guide, epochs=epochs, steps_per_epoch=batches.steps)
         start_epoch = 1
@@ -468,6 +528,13 @@ def fit(
                 raise CheckpointError(
                     f"{resume_path}: optimizer state does not match: {err}"
                 ) from err
+            if adversary is not None:
+                try:
+                    adversary.optimizer.load_state_dict(saved["adversary_optimizer"])
+                except (ValueError, KeyError) as err:
+                    raise CheckpointError(
+                        f"{resume_path}: the adversary's optimizer state does not match: {err}"
+                    ) from err
             for cb, cb_state in zip(callbacks, saved.get("callbacks", []), strict=False):
                 cb.load_state_dict(cb_state)
             _set_rng_state(saved["rng"], shuffle_gen)
@@ -503,6 +570,7 @@ def fit(
                         callbacks,
                         bar,
                         check_every,
+                        adversary,
                     )
                     val_loss = _score(objective, val_batches, model, guide)
                     history = state.history
@@ -521,6 +589,11 @@ def fit(
                                     k: v.detach().cpu() for k, v in structure.params.items()
                                 },
                                 "optimizer": optimizer.state_dict(),
+                                **(
+                                    {"adversary_optimizer": adversary.optimizer.state_dict()}
+                                    if adversary is not None
+                                    else {}
+                                ),
                                 "history": history.to_dict(),
                                 "callbacks": [cb.state_dict() for cb in callbacks],
                                 "rng": _rng_state(shuffle_gen),
@@ -552,6 +625,7 @@ def _train_epoch(
     callbacks: list[Callback],
     bar: Any,
     check_every: int,
+    adversary: _Adversary | None = None,
 ) -> float:
     """One pass over the data; returns the mean training loss per datapoint. The step losses stay
     on the device and are read (summed, and checked for NaN or Inf) every ``check_every`` steps."""
@@ -567,6 +641,9 @@ def _train_epoch(
         pending.append(objective.step(x, params))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if adversary is not None:
+            adversary.step(x)
+            optimizer.zero_grad(set_to_none=True)  # the adversary's loss reached the model too
         count += x.shape[0]
         state.global_step += 1
         bar.update(1)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ConvDecoder", "ConvEncoder", "Gyroplane", "MLPDecoder", "MLPEncoder"]
+__all__ = ["ConvDecoder", "ConvEncoder", "Discriminator", "Gyroplane", "MLPDecoder", "MLPEncoder"]
 
 
 def _mlp(sizes: Sequence[int], final_activation: bool) -> nn.Sequential:
@@ -192,3 +192,23 @@ class Gyroplane(nn.Module):
         # geoopt's scaled distance is ||a|| d(z, H); the MLR logit carries lambda_p as well
         dist = self.ball.dist2plane(z.unsqueeze(-2), p, self.normals, signed=True, scaled=True)
         return self.ball.lambda_x(p) * dist
+
+
+class Discriminator(nn.Module):
+    """An MLP critic ``(..., in_features) -> (...)`` logit, with leaky ReLUs (the adversarial
+    objectives' second network). ``in_features=None`` infers the size from the first input."""
+
+    def __init__(self, in_features: int | None = None, hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        if (in_features is not None and in_features < 1) or not hidden or min(hidden) < 1:
+            raise ValueError(f"need positive sizes, got {in_features} and {tuple(hidden)}")
+        first: nn.Module = (
+            nn.Linear(in_features, hidden[0]) if in_features else nn.LazyLinear(hidden[0])
+        )
+        layers: list[nn.Module] = [first, nn.LeakyReLU(0.2)]
+        for a, b in itertools.pairwise(hidden):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden[-1], 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).squeeze(-1)

@@ -25,7 +25,9 @@ from pyro_vaes.objectives import (
     MIWAE,
     MMDELBO,
     TCELBO,
+    AdversarialAE,
     CapacityELBO,
+    FactorVAELoss,
     SlicedWassersteinELBO,
     imq_kernel,
 )
@@ -301,4 +303,16 @@ register(
     "the VAE trained on the mean of M=4 IWAE bounds of K=4 draws",
     "Rainforth et al. 2018, Tighter Variational Bounds are Not Necessarily Better",
     objective=lambda: MIWAE(4, 4),
+)(_vae)
+register(
+    "aae",
+    "adversarial autoencoder: reconstruction + a critic on z against prior draws (lambda=1)",
+    "Makhzani et al. 2016, Adversarial Autoencoders",
+    objective=lambda: AdversarialAE(lam=1.0),
+)(_vae)
+register(
+    "factor_vae",
+    "the ELBO + gamma TC, the total correlation from a critic against permuted codes (gamma=10)",
+    "Kim & Mnih 2018, Disentangling by Factorising",
+    objective=lambda: FactorVAELoss(gamma=10.0),
 )(_vae)

@@ -1,6 +1,7 @@
 """Objectives beyond Pyro's own ELBOs; each is a ``pyro.infer.ELBO`` usable with ``SVI`` and
 :func:`pyro_vaes.fit`."""
 
+from pyro_vaes.objectives.adversarial import AdversarialAE, FactorVAELoss, permute_dims
 from pyro_vaes.objectives.elbo import ELBO
 from pyro_vaes.objectives.iwae import IWAE, MIWAE
 from pyro_vaes.objectives.mmd import MMDELBO, imq_kernel, mmd, rbf_kernel
@@ -15,11 +16,14 @@ __all__ = [
     "MIWAE",
     "MMDELBO",
     "TCELBO",
+    "AdversarialAE",
     "CapacityELBO",
+    "FactorVAELoss",
     "SlicedWassersteinELBO",
     "dip_penalty",
     "imq_kernel",
     "mmd",
+    "permute_dims",
     "rbf_kernel",
     "sliced_wasserstein",
 ]

@@ -13,7 +13,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
-__all__ = ["ELBO", "DifferentiableObjective", "negative_elbo", "traces"]
+__all__ = ["ELBO", "DifferentiableObjective", "negative_elbo", "reconstruction_and_kl", "traces"]
 
 
 def traces(
@@ -64,6 +64,24 @@ def negative_elbo(model_tr: Trace, guide_tr: Trace) -> torch.Tensor:
         if q["type"] == "sample" and name not in model_sites:
             loss = loss + _scaled_sum(q, q["fn"].log_prob(q["value"]))
     return loss
+
+
+def reconstruction_and_kl(
+    model_tr: Trace, guide_tr: Trace, latent: str = "z"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The observed log densities summed over the batch, and the per-datapoint KL of ``latent``
+    (closed form where registered, else the one-draw estimate :math:`\log q(z) - \log p(z)`)."""
+    sites: dict[str, Any] = model_tr.nodes
+    q: Any = guide_tr.nodes[latent]
+    recon = torch.zeros(())
+    for s in sites.values():
+        if s["type"] == "sample" and s["is_observed"]:
+            recon = recon + s["fn"].log_prob(s["value"]).sum()
+    try:
+        kl = kl_divergence(q["fn"], sites[latent]["fn"])
+    except NotImplementedError:
+        kl = q["fn"].log_prob(q["value"]) - sites[latent]["fn"].log_prob(q["value"])
+    return recon, kl
 
 
 class DifferentiableObjective:

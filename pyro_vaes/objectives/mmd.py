@@ -7,9 +7,8 @@ from typing import Any
 
 import pyro.infer
 import torch
-from torch.distributions import kl_divergence
 
-from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
+from pyro_vaes.objectives.elbo import DifferentiableObjective, reconstruction_and_kl, traces
 
 __all__ = ["MMDELBO", "imq_kernel", "mmd", "rbf_kernel"]
 
@@ -99,22 +98,13 @@ class MMDELBO(DifferentiableObjective, pyro.infer.ELBO):
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         model_tr, guide_tr = traces(model, guide, args, kwargs)
-        model_sites: dict[str, Any] = model_tr.nodes
+        recon, kl = reconstruction_and_kl(model_tr, guide_tr, self.latent)
         guide_sites: dict[str, Any] = guide_tr.nodes
-        q, p = guide_sites[self.latent], model_sites[self.latent]
-        z = q["value"]
-        recon = sum(
-            s["fn"].log_prob(s["value"]).sum()
-            for s in model_sites.values()
-            if s["type"] == "sample" and s["is_observed"]
-        )
-        try:
-            kl = kl_divergence(q["fn"], p["fn"]).sum()
-        except NotImplementedError:
-            kl = (q["fn"].log_prob(z) - p["fn"].log_prob(z)).sum()
+        model_sites: dict[str, Any] = model_tr.nodes
+        z, p = guide_sites[self.latent]["value"], model_sites[self.latent]
         prior_draws = p["fn"].sample()
         discrepancy = mmd(
             z.reshape(-1, z.shape[-1]), prior_draws.reshape(-1, z.shape[-1]), self.kernel
         )
         n = z.reshape(-1, z.shape[-1]).shape[0]
-        return -recon + (1 - self.alpha) * kl + (self.alpha + self.lam - 1) * n * discrepancy
+        return -recon + (1 - self.alpha) * kl.sum() + (self.alpha + self.lam - 1) * n * discrepancy

@@ -9,30 +9,15 @@ from typing import Any
 import pyro.infer
 import torch
 from pyro.poutine.trace_struct import Trace
-from torch.distributions import kl_divergence
 
-from pyro_vaes.objectives.elbo import DifferentiableObjective, negative_elbo, traces
+from pyro_vaes.objectives.elbo import (
+    DifferentiableObjective,
+    negative_elbo,
+    reconstruction_and_kl,
+    traces,
+)
 
 __all__ = ["DIPELBO", "CapacityELBO", "dip_penalty"]
-
-
-def _recon_and_kl(
-    model_tr: Trace, guide_tr: Trace, latent: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed observed log densities and the per-datapoint KL of ``latent`` (closed form where
-    registered, else the one-draw estimate)."""
-    sites: dict[str, Any] = model_tr.nodes
-    q: Any = guide_tr.nodes[latent]
-    recon = sum(
-        s["fn"].log_prob(s["value"]).sum()
-        for s in sites.values()
-        if s["type"] == "sample" and s["is_observed"]
-    )
-    try:
-        kl = kl_divergence(q["fn"], sites[latent]["fn"])
-    except NotImplementedError:
-        kl = q["fn"].log_prob(q["value"]) - sites[latent]["fn"].log_prob(q["value"])
-    return recon, kl  # type: ignore[return-value]
 
 
 class CapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
@@ -59,7 +44,7 @@ class CapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        recon, kl = _recon_and_kl(*traces(model, guide, args, kwargs), self.latent)
+        recon, kl = reconstruction_and_kl(*traces(model, guide, args, kwargs), self.latent)
         return -recon + self.gamma * kl.numel() * (kl.mean() - self.capacity).abs()
 
 

@@ -1,0 +1,169 @@
+r"""Adversarial objectives: a second network, the *adversary*, trained by its own optimizer.
+
+An adversarial objective is a Pyro ELBO whose ``differentiable_loss`` is the model's side and
+which also carries ``adversary`` (an ``nn.Module``), ``adversary_loss(model, guide, x)`` (summed
+over the batch) and ``adversary_steps`` (adversary steps per model step). :func:`pyro_vaes.fit`
+gives the adversary an optimizer of its own and alternates: one model step, then
+``adversary_steps`` adversary steps; each optimizer touches only its own parameters.
+
+With a critic :math:`D` that outputs a logit and :math:`\sigma` the logistic function, both
+objectives here train :math:`D` by logistic regression,
+:math:`-\log\sigma(D(\text{positive})) - \log(1 - \sigma(D(\text{negative})))`, whose optimum is
+the log density ratio :math:`D^* = \log p_{pos}/p_{neg}`.
+
+* :class:`AdversarialAE` (AAE): positives are prior draws, negatives the codes of the batch; the
+  model minimises :math:`-\log p(x \mid z) + \lambda \cdot -\log\sigma(D(z))` (the
+  non-saturating generator loss), which pulls the aggregate posterior to the prior.
+* :class:`FactorVAELoss` (FactorVAE): positives are codes :math:`z \sim q(z)`, negatives the
+  same codes with each dimension permuted across the batch, :math:`\bar q(z) = \prod_j q(z_j)`;
+  :math:`D(z)` estimates :math:`\log q(z)/\bar q(z)`, so the total correlation is
+  :math:`\mathrm{TC} \approx \mathbb E_q[D(z)]` and the model minimises
+  :math:`-\mathrm{ELBO} + \gamma\,\mathrm{TC}`. The ELBO term uses the whole batch.
+
+References:
+    [1] Makhzani, Shlens, Jaitly, Goodfellow, Frey. Adversarial Autoencoders. ICLR workshop 2016.
+    [2] Kim, Mnih. Disentangling by Factorising. ICML 2018.
+    [3] Goodfellow et al. Generative Adversarial Nets. NeurIPS 2014.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyro.infer
+import torch
+from pyro import poutine
+from torch.nn import functional as F
+
+from pyro_vaes.nets import Discriminator
+from pyro_vaes.objectives.elbo import DifferentiableObjective, negative_elbo, traces
+
+__all__ = ["AdversarialAE", "FactorVAELoss", "logistic_loss", "permute_dims"]
+
+
+def logistic_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum -\log\sigma(D_+) + \sum -\log(1 - \sigma(D_-))` from the logits."""
+    return F.softplus(-positive).sum() + F.softplus(negative).sum()
+
+
+def permute_dims(z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each column of ``z`` ``(B, d)`` shuffled independently across the batch: draws from the
+    product of the marginals of the batch's codes."""
+    b, d = z.shape
+    idx = torch.argsort(torch.rand(b, d, generator=generator, device=z.device), dim=0)
+    return z.gather(0, idx)
+
+
+def _codes(site: Any) -> torch.Tensor:
+    z = site["value"]
+    return z.reshape(-1, z.shape[-1])
+
+
+class _Adversarial(DifferentiableObjective, pyro.infer.ELBO):
+    def __init__(
+        self,
+        latent_dim: int | None,
+        weight: float,
+        hidden: Sequence[int],
+        adversary_steps: int,
+        latent: str,
+    ) -> None:
+        if not weight > 0 or adversary_steps < 1:
+            raise ValueError(
+                f"need a positive weight and adversary_steps >= 1, got {weight}, {adversary_steps}"
+            )
+        super().__init__(num_particles=1)
+        self.adversary = Discriminator(latent_dim, hidden)
+        self.weight, self.adversary_steps, self.latent = float(weight), adversary_steps, latent
+
+    def _guide_codes(self, guide: Callable[..., Any], args: tuple, kwargs: dict) -> torch.Tensor:
+        with torch.no_grad():
+            guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
+        return _codes(guide_tr.nodes[self.latent])
+
+
+class AdversarialAE(_Adversarial):
+    r"""The adversarial autoencoder: reconstruction plus :math:`\lambda` times the generator
+    loss of a critic on :math:`z` that tells prior draws from the batch's codes (module
+    docstring). The KL term is replaced by the adversary.
+
+    :param latent_dim: the size of the code (``None``: taken from the first batch).
+    :param lam: :math:`\lambda`, the weight of the adversarial term.
+    :param hidden: the critic's hidden layers.
+    :param adversary_steps: critic steps per model step.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int | None = None,
+        lam: float = 1.0,
+        hidden: Sequence[int] = (256, 256),
+        adversary_steps: int = 1,
+        latent: str = "z",
+    ) -> None:
+        super().__init__(latent_dim, lam, hidden, adversary_steps, latent)
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        model_tr, guide_tr = traces(model, guide, args, kwargs)
+        sites: dict[str, Any] = model_tr.nodes
+        recon = torch.zeros(())
+        for s in sites.values():
+            if s["type"] == "sample" and s["is_observed"]:
+                recon = recon + s["fn"].log_prob(s["value"]).sum()
+        z = _codes(guide_tr.nodes[self.latent])
+        return -recon + self.weight * F.softplus(-self.adversary(z)).sum()
+
+    def adversary_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            model_tr, guide_tr = traces(model, guide, args, kwargs)
+            sites: dict[str, Any] = model_tr.nodes
+            prior = sites[self.latent]["fn"].sample()
+        z = _codes(guide_tr.nodes[self.latent])
+        return logistic_loss(self.adversary(prior.reshape(z.shape)), self.adversary(z))
+
+
+class FactorVAELoss(_Adversarial):
+    r"""The FactorVAE objective: :math:`-\mathrm{ELBO} + \gamma\,\widehat{\mathrm{TC}}` with the
+    total correlation from a density-ratio critic on :math:`z` against dimension-permuted codes
+    (module docstring). The ELBO uses the whole batch.
+
+    :param latent_dim: the size of the code (``None``: taken from the first batch).
+    :param gamma: :math:`\gamma`, the weight of the total correlation.
+    :param hidden: the critic's hidden layers.
+    :param adversary_steps: critic steps per model step.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int | None = None,
+        gamma: float = 10.0,
+        hidden: Sequence[int] = (256, 256),
+        adversary_steps: int = 1,
+        latent: str = "z",
+    ) -> None:
+        super().__init__(latent_dim, gamma, hidden, adversary_steps, latent)
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        model_tr, guide_tr = traces(model, guide, args, kwargs)
+        z = _codes(guide_tr.nodes[self.latent])
+        return negative_elbo(model_tr, guide_tr) + self.weight * self.adversary(z).sum()
+
+    def total_correlation(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """The critic's estimate of the total correlation of the batch's codes, in nats."""
+        with torch.no_grad():
+            return self.adversary(self._guide_codes(guide, args, kwargs)).mean()
+
+    def adversary_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        z = self._guide_codes(guide, args, kwargs)
+        return logistic_loss(self.adversary(z), self.adversary(permute_dims(z)))
