@@ -17,7 +17,7 @@ from torch import nn
 
 from pyro_vaes import likelihoods, nets
 from pyro_vaes.callbacks import Callback, KLAnnealing
-from pyro_vaes.guides import IAF, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
+from pyro_vaes.guides import IAF, Delta, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
 from pyro_vaes.objectives import (
     DIPELBO,
@@ -33,6 +33,7 @@ from pyro_vaes.objectives import (
 )
 from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, StandardNormal, VampPrior
 from pyro_vaes.priors import WrappedNormal as WrappedNormalPrior
+from pyro_vaes.rae import RAE
 from pyro_vaes.vae import VAE
 
 __all__ = ["Variant", "build", "networks", "posteriors", "priors", "register", "registry"]
@@ -134,6 +135,7 @@ class PartOptions:
 #: posterior family name -> ``(features, latent_dim, options) -> module``
 posteriors: dict[str, Callable[[int, int, PartOptions], nn.Module]] = {
     "diagonal_normal": lambda f, d, o: DiagonalNormal(f, d),
+    "delta": lambda f, d, o: Delta(f, d),
     "iaf": lambda f, d, o: IAF(f, d, o.flow_steps),
     "planar": lambda f, d, o: PlanarFlow(f, d, o.flow_steps),
     "radial": lambda f, d, o: RadialFlow(f, d, o.flow_steps),
@@ -156,7 +158,7 @@ priors: dict[
 }
 
 
-def _vae(
+def _parts(
     data_shape: tuple[int, ...],
     *,
     latent_dim: int = 16,
@@ -170,9 +172,10 @@ def _vae(
     components: int = 100,
     curvature: float = 1.0,
     gyroplane: bool = False,
-) -> VAE:
-    """Any prior with any posterior: the parts by name (see :data:`priors`, :data:`posteriors`).
-    ``gyroplane`` makes the decoder's first layer hyperbolic MLR (for codes on the ball)."""
+) -> dict[str, Any]:
+    """The parts of a :class:`VAE` by name (see :data:`priors`, :data:`posteriors`), as its
+    keyword arguments. ``gyroplane`` makes the decoder's first layer hyperbolic MLR (for codes on
+    the ball)."""
     for kind, name, table in (("prior", prior, priors), ("posterior", posterior, posteriors)):
         if name not in table:
             raise ValueError(f"unknown {kind} {name!r}; choose from {sorted(table)}")
@@ -184,13 +187,35 @@ def _vae(
         tail = nets.MLPDecoder(hidden[-1], data_shape, tuple(reversed(hidden))[1:])
         dec = nn.Sequential(nets.Gyroplane(latent_dim, hidden[-1], curvature), nn.ReLU(), tail)
     post = posteriors[posterior](features, latent_dim, opts)
-    return VAE(
-        enc,
-        dec,
-        prior=priors[prior](enc, post, data_shape, latent_dim, opts),
-        posterior=post,
-        likelihood=likelihoods.get(likelihood),
-        beta=beta,
+    return {
+        "encoder": enc,
+        "decoder": dec,
+        "prior": priors[prior](enc, post, data_shape, latent_dim, opts),
+        "posterior": post,
+        "likelihood": likelihoods.get(likelihood),
+        "beta": beta,
+    }
+
+
+def _vae(data_shape: tuple[int, ...], **options: Any) -> VAE:
+    """Any prior with any posterior (:func:`_parts`)."""
+    return VAE(**_parts(data_shape, **options))
+
+
+def _rae(
+    data_shape: tuple[int, ...],
+    *,
+    weight_decay: float = 0.0,
+    gradient_penalty: float = 0.0,
+    expost_components: int = 10,
+    **options: Any,
+) -> RAE:
+    """A regularised autoencoder: the VAE's parts with a point-mass posterior."""
+    return RAE(
+        **_parts(data_shape, **{"posterior": "delta", **options}),
+        weight_decay=weight_decay,
+        gradient_penalty=gradient_penalty,
+        expost_components=expost_components,
     )
 
 
@@ -316,3 +341,15 @@ register(
     "Kim & Mnih 2018, Disentangling by Factorising",
     objective=lambda: FactorVAELoss(gamma=10.0),
 )(_vae)
+register(
+    "rae_l2",
+    "regularised autoencoder: point-mass posterior, L2 on the code, decoder weight decay 1e-3",
+    "Ghosh et al. 2020, From Variational to Deterministic Autoencoders",
+    weight_decay=1e-3,
+)(_rae)
+register(
+    "rae_gp",
+    "regularised autoencoder: point-mass posterior, L2 on the code, decoder gradient penalty 0.1",
+    "Ghosh et al. 2020, From Variational to Deterministic Autoencoders",
+    gradient_penalty=0.1,
+)(_rae)
