@@ -35,6 +35,7 @@ from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, Standard
 from pyro_vaes.priors import WrappedNormal as WrappedNormalPrior
 from pyro_vaes.rae import RAE
 from pyro_vaes.vae import VAE
+from pyro_vaes.vqvae import VQVAE, VectorQuantizer
 
 __all__ = ["Variant", "build", "networks", "posteriors", "priors", "register", "registry"]
 
@@ -219,6 +220,26 @@ def _rae(
     )
 
 
+def _vqvae(
+    data_shape: tuple[int, ...],
+    *,
+    latent_dim: int = 8,
+    embedding_dim: int = 8,
+    codes: int = 64,
+    hidden: Sequence[int] = (512,),
+    net: str = "mlp",
+    likelihood: str = "bernoulli",
+    beta: float = 0.25,
+    ema: bool = False,
+    restart_after: int = 100,
+) -> VQVAE:
+    """A VQ-VAE: ``latent_dim`` code vectors of size ``embedding_dim`` per datapoint, from a
+    codebook of ``codes`` entries."""
+    enc, dec, features = encoder_decoder(data_shape, latent_dim * embedding_dim, net, hidden)
+    quantizer = VectorQuantizer(codes, embedding_dim, ema=ema, restart_after=restart_after)
+    return VQVAE(enc, features, dec, likelihoods.get(likelihood), quantizer, latent_dim, beta=beta)
+
+
 _catalogue: list[tuple[str, str, str, dict[str, Any]]] = [
     (
         "vae",
@@ -353,3 +374,9 @@ register(
     "Ghosh et al. 2020, From Variational to Deterministic Autoencoders",
     gradient_penalty=0.1,
 )(_rae)
+register(
+    "vqvae",
+    "VQ-VAE: 8 code vectors of size 8 from a 64-entry codebook, straight-through estimator, "
+    "commitment beta=0.25, dead codes restarted after 100 idle steps, uniform prior over codes",
+    "van den Oord et al. 2017, Neural Discrete Representation Learning",
+)(_vqvae)

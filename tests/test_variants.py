@@ -18,7 +18,8 @@ from pyro_vaes.objectives import CapacityELBO
 def test_every_variant_trains_with_its_objective_and_schedule(digits, name):
     torch.manual_seed(0)
     variant = pv.variants.registry[name]
-    model = pv.variants.build(name, digits.shape, latent_dim=3, hidden=(32,), components=5)
+    small = {"components": 5} if "components" in variant.defaults else {}
+    model = pv.variants.build(name, digits.shape, latent_dim=3, hidden=(32,), **small)
     before = [p.detach().clone() for p in model.parameters()]
     loss = variant.loss()
     history = pv.fit(
