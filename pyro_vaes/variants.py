@@ -19,6 +19,7 @@ from pyro_vaes import likelihoods, nets
 from pyro_vaes.callbacks import Callback, KLAnnealing
 from pyro_vaes.guides import IAF, Delta, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
+from pyro_vaes.msssim_vae import MSSSIMVAE
 from pyro_vaes.objectives import (
     DIPELBO,
     IWAE,
@@ -220,6 +221,13 @@ def _rae(
     )
 
 
+def _msssim_vae(
+    data_shape: tuple[int, ...], *, weight: float | None = None, **options: Any
+) -> MSSSIMVAE:
+    """The VAE's parts with MS-SSIM as the reconstruction term."""
+    return MSSSIMVAE(**_parts(data_shape, **options), weight=weight)
+
+
 def _vqvae(
     data_shape: tuple[int, ...],
     *,
@@ -380,3 +388,8 @@ register(
     "commitment beta=0.25, dead codes restarted after 100 idle steps, uniform prior over codes",
     "van den Oord et al. 2017, Neural Discrete Representation Learning",
 )(_vqvae)
+register(
+    "msssim_vae",
+    "the VAE with lambda (1 - MS-SSIM) as its reconstruction term (lambda: pixels per image)",
+    "Snell et al. 2017, Learning to Generate Images with Perceptual Similarity Metrics",
+)(_msssim_vae)
