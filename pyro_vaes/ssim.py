@@ -73,9 +73,11 @@ def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
 def ssim(
     x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
 ) -> torch.Tensor:
-    """SSIM of each pair of images ``(..., C, H, W)``; returns ``(...)``."""
+    """SSIM of each pair of images ``(..., C, H, W)`` (leading dims broadcast); returns
+    ``(...)``."""
+    x, y = torch.broadcast_tensors(x, y)
     xb, lead = _as_batch(x)
-    yb, _ = _as_batch(torch.broadcast_to(y, x.shape))
+    yb, _ = _as_batch(y)
     lum, cs = _terms(xb, yb, data_range, window, sigma)
     return (lum * cs).reshape(lead)
 
@@ -88,12 +90,13 @@ def ms_ssim(
     sigma: float = 1.5,
     min_size: int = 4,
 ) -> torch.Tensor:
-    """MS-SSIM of each pair of images ``(..., C, H, W)``; returns ``(...)``, 1 for identical
-    images. See the module docstring for the number of scales."""
+    """MS-SSIM of each pair of images ``(..., C, H, W)`` (leading dims broadcast); returns
+    ``(...)``, 1 for identical images. See the module docstring for the number of scales."""
     if x.shape[-3:] != y.shape[-3:]:
         raise ValueError(f"image shapes differ: {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = torch.broadcast_tensors(x, y)
     xb, lead = _as_batch(x)
-    yb, _ = _as_batch(torch.broadcast_to(y, x.shape))
+    yb, _ = _as_batch(y)
     side = min(xb.shape[-2:])
     if side < min_size:
         raise ValueError(f"MS-SSIM needs images of at least {min_size} pixels a side, got {side}")

@@ -19,6 +19,7 @@ from pyro_vaes import likelihoods, nets
 from pyro_vaes.callbacks import Callback, KLAnnealing
 from pyro_vaes.guides import IAF, Delta, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
+from pyro_vaes.joint_vae import JointVAE
 from pyro_vaes.msssim_vae import MSSSIMVAE
 from pyro_vaes.objectives import (
     DIPELBO,
@@ -29,6 +30,7 @@ from pyro_vaes.objectives import (
     AdversarialAE,
     CapacityELBO,
     FactorVAELoss,
+    JointCapacityELBO,
     SlicedWassersteinELBO,
     imq_kernel,
 )
@@ -228,6 +230,32 @@ def _msssim_vae(
     return MSSSIMVAE(**_parts(data_shape, **options), weight=weight)
 
 
+def _joint_vae(
+    data_shape: tuple[int, ...],
+    *,
+    latent_dim: int = 10,
+    variables: int = 1,
+    categories: int = 10,
+    temperature: float = 0.67,
+    hidden: Sequence[int] = (512,),
+    net: str = "mlp",
+    likelihood: str = "bernoulli",
+) -> JointVAE:
+    """Continuous (``latent_dim``, 0 for none) and categorical codes (:mod:`pyro_vaes.joint_vae`)."""
+    code = latent_dim + variables * categories
+    enc, dec, features = encoder_decoder(data_shape, code, net, hidden)
+    return JointVAE(
+        enc,
+        features,
+        dec,
+        likelihoods.get(likelihood),
+        continuous_dim=latent_dim,
+        variables=variables,
+        categories=categories,
+        temperature=temperature,
+    )
+
+
 def _vqvae(
     data_shape: tuple[int, ...],
     *,
@@ -393,3 +421,31 @@ register(
     "the VAE with lambda (1 - MS-SSIM) as its reconstruction term (lambda: pixels per image)",
     "Snell et al. 2017, Learning to Generate Images with Perceptual Similarity Metrics",
 )(_msssim_vae)
+
+
+def _categorical_vae(
+    data_shape: tuple[int, ...], *, latent_dim: int = 20, **options: Any
+) -> JointVAE:
+    """The categorical VAE: ``latent_dim`` categorical variables, no continuous code."""
+    return _joint_vae(data_shape, latent_dim=0, variables=latent_dim, **options)
+
+
+register(
+    "categorical_vae",
+    "Gumbel-softmax VAE: 20 categorical variables of 10 values, the temperature annealed 1 -> 0.5",
+    "Jang et al. 2017, Categorical Reparameterization with Gumbel-Softmax",
+    schedule=lambda model, loss: [
+        KLAnnealing(model, attr="temperature", start=1.0, end=0.5, warmup_fraction=1.0)
+    ],
+)(_categorical_vae)
+register(
+    "joint_vae",
+    "JointVAE: 10 continuous dims and one 10-way categorical, capacities 0 -> 5 nats each over "
+    "the first half of the fit, gamma=30",
+    "Dupont 2018, Learning Disentangled Joint Continuous and Discrete Representations",
+    objective=lambda: JointCapacityELBO(gamma=30.0),
+    schedule=lambda model, loss: [
+        KLAnnealing(loss, attr=attr, start=0.0, end=5.0, warmup_fraction=0.5)
+        for attr in ("continuous_capacity", "discrete_capacity")
+    ],
+)(_joint_vae)

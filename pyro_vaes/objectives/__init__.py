@@ -5,7 +5,7 @@ from pyro_vaes.objectives.adversarial import AdversarialAE, FactorVAELoss, permu
 from pyro_vaes.objectives.elbo import ELBO
 from pyro_vaes.objectives.iwae import IWAE, MIWAE
 from pyro_vaes.objectives.mmd import MMDELBO, imq_kernel, mmd, rbf_kernel
-from pyro_vaes.objectives.regularized import DIPELBO, CapacityELBO, dip_penalty
+from pyro_vaes.objectives.regularized import DIPELBO, CapacityELBO, JointCapacityELBO, dip_penalty
 from pyro_vaes.objectives.sliced_wasserstein import SlicedWassersteinELBO, sliced_wasserstein
 from pyro_vaes.objectives.total_correlation import TCELBO
 
@@ -19,6 +19,7 @@ __all__ = [
     "AdversarialAE",
     "CapacityELBO",
     "FactorVAELoss",
+    "JointCapacityELBO",
     "SlicedWassersteinELBO",
     "dip_penalty",
     "imq_kernel",

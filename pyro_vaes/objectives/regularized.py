@@ -1,5 +1,5 @@
 """ELBOs with a regulariser on the KL term or the aggregate posterior: the capacity-controlled
-beta-VAE and DIP-VAE I and II."""
+beta-VAE, JointVAE's two capacities, and DIP-VAE I and II."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pyro_vaes.objectives.elbo import (
     traces,
 )
 
-__all__ = ["DIPELBO", "CapacityELBO", "dip_penalty"]
+__all__ = ["DIPELBO", "CapacityELBO", "JointCapacityELBO", "dip_penalty"]
 
 
 class CapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
@@ -46,6 +46,45 @@ class CapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
     ) -> torch.Tensor:
         recon, kl = reconstruction_and_kl(*traces(model, guide, args, kwargs), self.latent)
         return -recon + self.gamma * kl.numel() * (kl.mean() - self.capacity).abs()
+
+
+class JointCapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
+    r"""JointVAE's objective: a capacity for the continuous and one for the discrete code,
+
+    .. math::
+        \mathcal L = \mathbb E_q[\log p(x \mid z, c)]
+        - \gamma\,\big|\mathrm{KL}(q(z \mid x)\,\|\,p(z)) - C_z\big|
+        - \gamma\,\big|\mathrm{KL}(q(c \mid x)\,\|\,p(c)) - C_c\big|,
+
+    each KL averaged over the batch inside its absolute value (the discrete one in closed form,
+    :class:`pyro_vaes.distributions.Concrete`). ``continuous_capacity`` and
+    ``discrete_capacity`` are plain attributes, grown by ``KLAnnealing`` schedules; the discrete
+    capacity should stay below :math:`n \log K`, the largest KL a categorical code can have.
+
+    References:
+        [1] Dupont. Learning Disentangled Joint Continuous and Discrete Representations.
+        NeurIPS 2018.
+    """
+
+    def __init__(self, gamma: float = 30.0, continuous: str = "z", discrete: str = "c") -> None:
+        if not gamma > 0:
+            raise ValueError(f"need gamma > 0, got {gamma}")
+        super().__init__(num_particles=1)
+        self.gamma, self.continuous, self.discrete = float(gamma), continuous, discrete
+        self.continuous_capacity = 0.0
+        self.discrete_capacity = 0.0
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        model_tr, guide_tr = traces(model, guide, args, kwargs)
+        recon, kl_c = reconstruction_and_kl(model_tr, guide_tr, self.discrete)
+        loss = -recon + self.gamma * kl_c.numel() * (kl_c.mean() - self.discrete_capacity).abs()
+        if self.continuous in guide_tr.nodes:
+            _, kl_z = reconstruction_and_kl(model_tr, guide_tr, self.continuous)
+            cz = (kl_z.mean() - self.continuous_capacity).abs()
+            loss = loss + self.gamma * kl_z.numel() * cz
+        return loss
 
 
 def dip_penalty(cov: torch.Tensor, lambda_od: float, lambda_d: float) -> torch.Tensor:
