@@ -208,7 +208,12 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = [first, nn.LeakyReLU(0.2)]
         for a, b in itertools.pairwise(hidden):
             layers += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
-        self.net = nn.Sequential(*layers, nn.Linear(hidden[-1], 1))
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(hidden[-1], 1)
+
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (VAE-GAN's feature-space reconstruction)."""
+        return self.body(z)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).squeeze(-1)
+        return self.head(self.body(z)).squeeze(-1)

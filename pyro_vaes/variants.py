@@ -32,6 +32,7 @@ from pyro_vaes.objectives import (
     FactorVAELoss,
     JointCapacityELBO,
     SlicedWassersteinELBO,
+    VAEGANLoss,
     imq_kernel,
 )
 from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, StandardNormal, VampPrior
@@ -391,6 +392,13 @@ register(
     "adversarial autoencoder: reconstruction + a critic on z against prior draws (lambda=1)",
     "Makhzani et al. 2016, Adversarial Autoencoders",
     objective=lambda: AdversarialAE(lam=1.0),
+)(_vae)
+register(
+    "vaegan",
+    "VAE-GAN: KL + reconstruction in a critic's feature layer + GAN loss on reconstructions and "
+    "samples (lambda=1)",
+    "Larsen et al. 2016, Autoencoding beyond pixels using a learned similarity metric",
+    objective=lambda: VAEGANLoss(lam=1.0),
 )(_vae)
 register(
     "factor_vae",

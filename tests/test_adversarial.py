@@ -11,9 +11,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from torch.nn import functional as F
 
 import pyro_vaes as pv
-from pyro_vaes.objectives import AdversarialAE, FactorVAELoss, mmd, permute_dims
+from pyro_vaes.objectives import AdversarialAE, FactorVAELoss, VAEGANLoss, mmd, permute_dims
 
 
 def _snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -160,3 +161,26 @@ def test_bad_adversarial_settings(digits, small_vae):
             epochs=1,
             progress=False,
         )
+
+
+def test_vaegan_reconstructs_in_the_critics_feature_space(digits, small_vae):
+    """Model side: KL + 0.5 |D_l(x) - D_l(x~)|^2 + lambda (softplus(-D(x~)) + softplus(-D(x_p)))."""
+    loss = VAEGANLoss(lam=2.0, hidden=(16, 8))
+    x = digits.x_test[:12]
+    loss.adversary_loss(small_vae.model, small_vae.guide, x)  # sizes the critic
+    pyro.set_rng_seed(3)
+    value = loss.loss(small_vae.model, small_vae.guide, x)
+    pyro.set_rng_seed(3)
+    with torch.no_grad():
+        q = small_vae.posterior(small_vae.encoder(x))
+        z = q.rsample()
+        recon = torch.sigmoid(small_vae.decoder(z)).reshape(12, -1)
+        sample = torch.sigmoid(small_vae.decoder(small_vae.prior().sample((12,)))).reshape(12, -1)
+        d = loss.adversary
+        flat = x.reshape(12, -1)
+        expected = (
+            torch.distributions.kl_divergence(q, small_vae.prior()).sum()
+            + 0.5 * (d.features(flat) - d.features(recon)).pow(2).sum()
+            + 2.0 * (F.softplus(-d(recon)) + F.softplus(-d(sample))).sum()
+        )
+    assert value == pytest.approx(float(expected), rel=1e-5)

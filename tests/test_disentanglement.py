@@ -189,3 +189,20 @@ def test_metrics_refuse_bad_input(codes: torch.Tensor, factors: torch.Tensor) ->
         metrics.mig(codes, factors)
     with pytest.raises(ValueError):
         metrics.factor_vae_score(codes, factors)
+
+
+# ---------------------------------------------------------------- Fréchet distance
+
+
+def test_frechet_distance_matches_gaussian_closed_forms():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(200000, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(200000, 3, generator=gen, dtype=torch.float64)
+    assert metrics.frechet_distance(a, b) == pytest.approx(0.0, abs=2e-3)
+    shift = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    assert metrics.frechet_distance(a, b + shift) == pytest.approx(5.25, abs=0.02)
+    scales = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    # diagonal covariances: sum_i (s_i - t_i)^2 for standard deviations s, t
+    assert metrics.frechet_distance(a, b * scales) == pytest.approx(0 + 1 + 4, abs=0.05)
+    with pytest.raises(ValueError):
+        metrics.frechet_distance(a[:, :2], b)

@@ -1,7 +1,12 @@
 """Objectives beyond Pyro's own ELBOs; each is a ``pyro.infer.ELBO`` usable with ``SVI`` and
 :func:`pyro_vaes.fit`."""
 
-from pyro_vaes.objectives.adversarial import AdversarialAE, FactorVAELoss, permute_dims
+from pyro_vaes.objectives.adversarial import (
+    AdversarialAE,
+    FactorVAELoss,
+    VAEGANLoss,
+    permute_dims,
+)
 from pyro_vaes.objectives.elbo import ELBO
 from pyro_vaes.objectives.iwae import IWAE, MIWAE
 from pyro_vaes.objectives.mmd import MMDELBO, imq_kernel, mmd, rbf_kernel
@@ -21,6 +26,7 @@ __all__ = [
     "FactorVAELoss",
     "JointCapacityELBO",
     "SlicedWassersteinELBO",
+    "VAEGANLoss",
     "dip_penalty",
     "imq_kernel",
     "mmd",

@@ -14,6 +14,10 @@ the log density ratio :math:`D^* = \log p_{pos}/p_{neg}`.
 * :class:`AdversarialAE` (AAE): positives are prior draws, negatives the codes of the batch; the
   model minimises :math:`-\log p(x \mid z) + \lambda \cdot -\log\sigma(D(z))` (the
   non-saturating generator loss), which pulls the aggregate posterior to the prior.
+* :class:`VAEGANLoss` (VAE-GAN): positives are data, negatives reconstructions and decoded prior
+  draws; the model minimises the KL, the reconstruction error in the critic's last hidden layer
+  :math:`\tfrac12\lVert D_l(x) - D_l(\tilde x)\rVert^2` (in place of the pixel likelihood) and
+  :math:`\lambda` times the generator loss on reconstructions and samples.
 * :class:`FactorVAELoss` (FactorVAE): positives are codes :math:`z \sim q(z)`, negatives the
   same codes with each dimension permuted across the batch, :math:`\bar q(z) = \prod_j q(z_j)`;
   :math:`D(z)` estimates :math:`\log q(z)/\bar q(z)`, so the total correlation is
@@ -23,7 +27,9 @@ the log density ratio :math:`D^* = \log p_{pos}/p_{neg}`.
 References:
     [1] Makhzani, Shlens, Jaitly, Goodfellow, Frey. Adversarial Autoencoders. ICLR workshop 2016.
     [2] Kim, Mnih. Disentangling by Factorising. ICML 2018.
-    [3] Goodfellow et al. Generative Adversarial Nets. NeurIPS 2014.
+    [3] Larsen, Sonderby, Larochelle, Winther. Autoencoding beyond pixels using a learned
+    similarity metric. ICML 2016.
+    [4] Goodfellow et al. Generative Adversarial Nets. NeurIPS 2014.
 """
 
 from __future__ import annotations
@@ -37,9 +43,14 @@ from pyro import poutine
 from torch.nn import functional as F
 
 from pyro_vaes.nets import Discriminator
-from pyro_vaes.objectives.elbo import DifferentiableObjective, negative_elbo, traces
+from pyro_vaes.objectives.elbo import (
+    DifferentiableObjective,
+    negative_elbo,
+    reconstruction_and_kl,
+    traces,
+)
 
-__all__ = ["AdversarialAE", "FactorVAELoss", "logistic_loss", "permute_dims"]
+__all__ = ["AdversarialAE", "FactorVAELoss", "VAEGANLoss", "logistic_loss", "permute_dims"]
 
 
 def logistic_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
@@ -167,3 +178,60 @@ class FactorVAELoss(_Adversarial):
     ) -> torch.Tensor:
         z = self._guide_codes(guide, args, kwargs)
         return logistic_loss(self.adversary(z), self.adversary(permute_dims(z)))
+
+
+class VAEGANLoss(_Adversarial):
+    r"""VAE-GAN: the KL, a reconstruction error in the critic's feature layer, and
+    :math:`\lambda` times the generator loss on reconstructions and decoded prior draws, with the
+    critic on (flattened) data telling data from both (module docstring). The reconstruction
+    :math:`\tilde x` and the sample are the means of the model's observation at the guide's code
+    and at a prior draw. Encoder and decoder share one optimizer (Larsen et al. weight their
+    updates separately).
+
+    :param data_size: pixels per datapoint (``None``: taken from the first batch).
+    :param lam: :math:`\lambda`, the weight of the generator loss.
+    :param observed: the observed site.
+    """
+
+    def __init__(
+        self,
+        data_size: int | None = None,
+        lam: float = 1.0,
+        hidden: Sequence[int] = (512, 256),
+        adversary_steps: int = 1,
+        latent: str = "z",
+        observed: str = "x",
+    ) -> None:
+        super().__init__(data_size, lam, hidden, adversary_steps, latent)
+        self.observed = observed
+
+    def _images(
+        self, model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Data, reconstructions and samples (flattened), and the per-datapoint KL."""
+        model_tr, guide_tr = traces(model, guide, args, kwargs)
+        _, kl = reconstruction_and_kl(model_tr, guide_tr, self.latent)
+        prior_tr = poutine.trace(model).get_trace(*args, **kwargs)
+        site: Any = model_tr.nodes[self.observed]
+        prior_site: Any = prior_tr.nodes[self.observed]
+        x = site["value"]
+        flat = x.reshape(x.shape[0], -1)
+        recon = site["fn"].mean.reshape(flat.shape)
+        sample = prior_site["fn"].mean.reshape(flat.shape)
+        return flat, recon, sample, kl
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        x, recon, sample, kl = self._images(model, guide, args, kwargs)
+        feature_error = 0.5 * (self.adversary.features(x) - self.adversary.features(recon)).pow(2)
+        fool = F.softplus(-self.adversary(recon)) + F.softplus(-self.adversary(sample))
+        return kl.sum() + feature_error.sum() + self.weight * fool.sum()
+
+    def adversary_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            x, recon, sample, _ = self._images(model, guide, args, kwargs)
+        fake = torch.cat([recon, sample])
+        return logistic_loss(self.adversary(x), self.adversary(fake))
