@@ -42,6 +42,7 @@ import arviz as az
 import numpy as np
 import torch
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 
 from pyro_vaes.data import as_tensor, batches, check_finite
 from pyro_vaes.fit import owners
@@ -64,6 +65,14 @@ def data_dims(event_shape: tuple[int, ...]) -> list[str]:
     return [f"x_dim_{i}" for i in range(len(event_shape))]
 
 
+def _first_latent(guide: Callable[..., Any], x: torch.Tensor) -> str:
+    sites: dict[str, Any] = prune_subsample_sites(poutine.trace(guide).get_trace(x)).nodes
+    for name, site in sites.items():
+        if site["type"] == "sample" and not site["is_observed"]:
+            return name
+    raise ValueError("the guide has no latent sample site")
+
+
 @torch.no_grad()
 def posterior_predictive(
     model: Callable[..., Any],
@@ -71,7 +80,7 @@ def posterior_predictive(
     data: Any,
     num_samples: int = 100,
     *,
-    latent: str = "z",
+    latent: str | None = None,
     observed: str = "x",
     batch_size: int = 100,
     prior: bool = True,
@@ -81,7 +90,7 @@ def posterior_predictive(
 
     :param data: a tensor, ``(x, y)`` pair or Dataset (labels are ignored).
     :param num_samples: :math:`S` draws per datapoint.
-    :param latent: the latent site to record.
+    :param latent: the latent site to record (default: the guide's first sample site).
     :param observed: the observed site (the model must observe the batch there, inside a plate).
     :param batch_size: datapoints drawn at once (memory grows with ``num_samples * batch_size``).
     :param prior: add the ``prior`` and ``prior_predictive`` groups.
@@ -101,6 +110,8 @@ def posterior_predictive(
     }
     try:
         nesting, data_dim = plate_layout(model, guide, x_all[:batch_size].to(device))
+        if latent is None:
+            latent = _first_latent(guide, x_all[:1].to(device))
         for x in batches(x_all, batch_size):
             x = x.to(device)
             n, b = num_samples, x.shape[0]
@@ -149,7 +160,7 @@ def posterior_predictive(
     if prior:
         groups["prior"] = {latent: cat("z_prior")}
         groups["prior_predictive"] = {observed: cat("x_prior")}
-    dims = {latent: zdims, observed: xdims, "log_weight": ["datapoint"]}
+    dims = {str(latent): zdims, observed: xdims, "log_weight": ["datapoint"]}
     return az.from_dict(**groups, coords=coords, dims=dims)
 
 

@@ -87,7 +87,7 @@ def _codes(model: Any, x: torch.Tensor) -> torch.Tensor:
 
 def _image_pictures(model: Any, splits: Splits, page: _Page) -> None:
     out, x = page.out, splits.x_test
-    geo = geometry.of(model.prior)
+    geo = geometry.of(getattr(model, "prior", None))
     decode = model.likelihood.mean
     page.heading("Samples and reconstructions")
     page.figure(plots.save_image_grid(model.sample(64), out / "samples.png"), "samples from p(z)")
@@ -158,8 +158,9 @@ def _checks(
         plots.latent_scatter(_codes(model, x), y, out / "latent.png", "test codes by label"),
         "posterior mean codes of the test data",
     )
-    page.text("az.summary of the latents of the first three test datapoints:")
-    summary = az.summary(idata, var_names=["z"], coords={"datapoint": [0, 1, 2]}, kind="stats")
+    latent = str(next(iter(idata["posterior"].data_vars)))
+    page.text(f"az.summary of the latent {latent!r} of the first three test datapoints:")
+    summary = az.summary(idata, var_names=[latent], coords={"datapoint": [0, 1, 2]}, kind="stats")
     page.table(summary)
 
 
