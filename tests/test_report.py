@@ -91,3 +91,30 @@ def test_latent_scatter_projects_wide_codes(tmp_path: Path):
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_report_for_a_model_without_a_z_site(tmp_path: Path):
+    """The categorical VAE's only latent is "c", and it has no prior module."""
+    run = tmp_path / "cat"
+    args = ["train", "--variant", "categorical_vae", "--epochs", "1", "--hidden", "32"]
+    assert (
+        cli.main([*args, "--latent-dim", "2", "--eval-samples", "5", "--out", str(run), "--quiet"])
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "report",
+                str(run),
+                "--num-samples",
+                "5",
+                "--num-points",
+                "20",
+                "--classifier-epochs",
+                "0",
+            ]
+        )
+        == 0
+    )
+    page = (run / "report" / "index.html").read_text()
+    assert "latent &#x27;c&#x27;" in page or "latent 'c'" in page
