@@ -20,7 +20,8 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,42 @@ from pyro_vaes.data import as_tensor, batches, check_finite
 from pyro_vaes.fit import owners
 from pyro_vaes.objectives.importance import log_weights, plate_layout
 
-__all__ = ["Scores", "elbo", "log_likelihood", "reconstruction_error", "scores"]
+__all__ = [
+    "Scores",
+    "check_positive",
+    "elbo",
+    "evaluating",
+    "log_likelihood",
+    "reconstruction_error",
+    "scores",
+]
+
+
+def check_positive(**values: int) -> None:
+    """Raise ``ValueError`` unless every value is a positive integer."""
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@contextmanager
+def evaluating(
+    model: Callable[..., Any], guide: Callable[..., Any], data: Any
+) -> Iterator[tuple[torch.Tensor, torch.device]]:
+    """The data as a checked tensor and the models' device, with the models in eval mode for
+    the duration (their modes restored afterwards)."""
+    mods = owners(model, guide)
+    device = next((p.device for m in mods for p in m.parameters()), torch.device("cpu"))
+    x_all = as_tensor(data)
+    check_finite(x_all)
+    modes = [m.training for m in mods]
+    for m in mods:
+        m.eval()
+    try:
+        yield x_all, device
+    finally:
+        for m, mode in zip(mods, modes, strict=True):
+            m.train(mode)
 
 
 @dataclass(frozen=True)
@@ -62,22 +98,9 @@ def scores(
     :param chunk_size: draws evaluated at once (memory grows with ``chunk_size * batch_size``).
     :param batch_size: datapoints evaluated at once.
     """
-    for name, value in (
-        ("num_samples", num_samples),
-        ("chunk_size", chunk_size),
-        ("batch_size", batch_size),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    mods = owners(model, guide)
-    device = next((p.device for m in mods for p in m.parameters()), torch.device("cpu"))
-    x_all = as_tensor(data)
-    check_finite(x_all)
-    modes = [m.training for m in mods]
-    for m in mods:
-        m.eval()
+    check_positive(num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size)
     out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    try:
+    with evaluating(model, guide, data) as (x_all, device):
         nesting, data_dim = plate_layout(model, guide, x_all[:batch_size].to(device))
         total = math.ceil(x_all.shape[0] / batch_size) * math.ceil(num_samples / chunk_size)
         with tqdm(total=total, disable=not progress, unit="chunk") as bar:
@@ -100,9 +123,6 @@ def scores(
                         (-sum_lik / num_samples).cpu(),
                     )
                 )
-    finally:
-        for m, mode in zip(mods, modes, strict=True):
-            m.train(mode)
     ll, el, rec = (torch.cat(parts) for parts in zip(*out, strict=True))
     return Scores(ll, el, rec)
 

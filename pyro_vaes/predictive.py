@@ -44,8 +44,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from pyro_vaes.data import as_tensor, batches, check_finite
-from pyro_vaes.fit import owners
+from pyro_vaes.data import batches
+from pyro_vaes.evaluate import check_positive, evaluating
 from pyro_vaes.objectives.importance import (
     particle_traces,
     plate_layout,
@@ -65,8 +65,8 @@ def data_dims(event_shape: tuple[int, ...]) -> list[str]:
     return [f"x_dim_{i}" for i in range(len(event_shape))]
 
 
-def _first_latent(guide: Callable[..., Any], x: torch.Tensor) -> str:
-    sites: dict[str, Any] = prune_subsample_sites(poutine.trace(guide).get_trace(x)).nodes
+def _first_latent(guide_tr: Any) -> str:
+    sites: dict[str, Any] = prune_subsample_sites(guide_tr).nodes
     for name, site in sites.items():
         if site["type"] == "sample" and not site["is_observed"]:
             return name
@@ -95,27 +95,17 @@ def posterior_predictive(
     :param batch_size: datapoints drawn at once (memory grows with ``num_samples * batch_size``).
     :param prior: add the ``prior`` and ``prior_predictive`` groups.
     """
-    for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    mods = owners(model, guide)
-    device = next((p.device for m in mods for p in m.parameters()), torch.device("cpu"))
-    x_all = as_tensor(data)
-    check_finite(x_all)
-    modes = [m.training for m in mods]
-    for m in mods:
-        m.eval()
+    check_positive(num_samples=num_samples, batch_size=batch_size)
     parts: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("z", "x_rep", "log_lik", "log_w", "z_prior", "x_prior")
     }
-    try:
+    with evaluating(model, guide, data) as (x_all, device):
         nesting, data_dim = plate_layout(model, guide, x_all[:batch_size].to(device))
-        if latent is None:
-            latent = _first_latent(guide, x_all[:1].to(device))
         for x in batches(x_all, batch_size):
             x = x.to(device)
             n, b = num_samples, x.shape[0]
             model_tr, guide_tr = particle_traces(model, guide, x, n, nesting)
+            latent = latent if latent is not None else _first_latent(guide_tr)
             for site, owner, trace in ((latent, "guide", guide_tr), (observed, "model", model_tr)):
                 if site not in trace.nodes:
                     raise ValueError(f"the {owner} has no site {site!r}")
@@ -134,9 +124,6 @@ def posterior_predictive(
                 parts["x_prior"].append(
                     prior_tr.nodes[observed]["value"].reshape(n, *x.shape).cpu()
                 )
-    finally:
-        for m, mode in zip(mods, modes, strict=True):
-            m.train(mode)
 
     def cat(key: str) -> np.ndarray:
         return torch.cat(parts[key], dim=1).unsqueeze(0).numpy()  # leading chain dim
