@@ -119,11 +119,7 @@ class AdversarialAE(_Adversarial):
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         model_tr, guide_tr = traces(model, guide, args, kwargs)
-        sites: dict[str, Any] = model_tr.nodes
-        recon = torch.zeros(())
-        for s in sites.values():
-            if s["type"] == "sample" and s["is_observed"]:
-                recon = recon + s["fn"].log_prob(s["value"]).sum()
+        recon, _ = reconstruction_and_kl(model_tr, guide_tr, self.latent)  # the KL is not used
         z = _codes(guide_tr.nodes[self.latent])
         return -recon + self.weight * F.softplus(-self.adversary(z)).sum()
 
