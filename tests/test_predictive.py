@@ -219,3 +219,15 @@ def test_posterior_predictive_refuses_bad_input(trained, digits):
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(pv.DataError):
         posterior_predictive(trained.model, trained.guide, bad, 2)
+
+
+def test_classifier_refuses_bad_input(digits):
+    x = pv.data.load("digits").x_test[:10]
+    with pytest.raises(ValueError, match="integer labels"):
+        pv.classifier.train_classifier(x, torch.zeros(10))  # float labels
+    with pytest.raises(ValueError, match="images"):
+        pv.classifier.train_classifier(x.flatten(1), torch.zeros(10, dtype=torch.long))
+    bad = x.clone()
+    bad[3, 0, 0, 0] = float("nan")
+    with pytest.raises(pv.DataError):
+        pv.classifier.train_classifier(bad, torch.zeros(10, dtype=torch.long))
