@@ -34,12 +34,12 @@ def test_decoder_regularisers_enter_as_factors(digits):
     x = digits.x_test[:20]
     base = ELBO().loss(_rae(digits, weight_decay=0.0).model, _rae(digits).guide, x)
     decayed = _rae(digits, weight_decay=0.01)
-    norm = sum(float(p.pow(2).sum()) for p in decayed.decoder.parameters())
+    norm = sum(float(p.detach().pow(2).sum()) for p in decayed.decoder.parameters())
     assert ELBO().loss(decayed.model, decayed.guide, x) - base == pytest.approx(
         0.01 * 20 * norm, rel=1e-4
     )
     gp = _rae(digits, weight_decay=0.0, gradient_penalty=0.5)
-    penalty = float(jacobian_frobenius(gp.decoder, gp.encode(x)).sum())
+    penalty = float(jacobian_frobenius(gp.decoder, gp.encode(x)).sum().detach())
     assert ELBO().loss(gp.model, gp.guide, x) - base == pytest.approx(0.5 * penalty, rel=1e-4)
     gp.eval()  # the regulariser belongs to training, not to the model's density
     assert ELBO().loss(gp.model, gp.guide, x) == pytest.approx(base, rel=1e-6)
@@ -70,7 +70,7 @@ def test_gradient_penalty_smooths_the_decoder(digits):
     for gp in (0.0, 1.0):
         rae = _rae(digits, weight_decay=0.0, gradient_penalty=gp)
         pv.fit(rae.model, rae.guide, digits.x_train, epochs=5, progress=False)
-        norms[gp] = float(jacobian_frobenius(rae.decoder, rae.encode(x)).mean())
+        norms[gp] = float(jacobian_frobenius(rae.decoder, rae.encode(x)).mean().detach())
     assert norms[1.0] < 0.5 * norms[0.0], norms
 
 
