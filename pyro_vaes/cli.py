@@ -152,6 +152,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         num_points=args.num_points,
         classifier_epochs=args.classifier_epochs,
+        progress=not args.quiet,
     )
     print(f"wrote {index}")
     return 0
@@ -231,6 +232,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--num-samples", type=_positive_int, default=100, help="draws per datapoint")
     r.add_argument("--num-points", type=_positive_int, default=300, help="test datapoints")
     r.add_argument("--classifier-epochs", type=_non_negative_int, default=5)
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="the catalogue of variants")

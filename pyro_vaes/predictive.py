@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
+from tqdm.auto import tqdm
 
 from pyro_vaes.data import batches
 from pyro_vaes.evaluate import check_positive, evaluating
@@ -84,6 +85,7 @@ def posterior_predictive(
     observed: str = "x",
     batch_size: int = 100,
     prior: bool = True,
+    progress: bool = False,
 ) -> az.InferenceData:
     """Posterior (and prior) predictive draws for every datapoint of ``data``; see the module
     docstring for the groups.
@@ -94,6 +96,7 @@ def posterior_predictive(
     :param observed: the observed site (the model must observe the batch there, inside a plate).
     :param batch_size: datapoints drawn at once (memory grows with ``num_samples * batch_size``).
     :param prior: add the ``prior`` and ``prior_predictive`` groups.
+    :param progress: show a progress bar over the batches.
     """
     check_positive(num_samples=num_samples, batch_size=batch_size)
     parts: dict[str, list[torch.Tensor]] = {
@@ -101,7 +104,8 @@ def posterior_predictive(
     }
     with evaluating(model, guide, data) as (x_all, device):
         nesting, data_dim = plate_layout(model, guide, x_all[:batch_size].to(device))
-        for x in batches(x_all, batch_size):
+        steps = math.ceil(x_all.shape[0] / batch_size)
+        for x in tqdm(batches(x_all, batch_size), total=steps, disable=not progress, unit="batch"):
             x = x.to(device)
             n, b = num_samples, x.shape[0]
             model_tr, guide_tr = particle_traces(model, guide, x, n, nesting)

@@ -122,10 +122,11 @@ def _checks(
     num_samples: int,
     num_points: int,
     classifier_epochs: int,
+    progress: bool,
 ) -> None:
     out = page.out
     x, y = splits.x_test[:num_points], splits.y_test[:num_points]
-    idata = posterior_predictive(model.model, model.guide, x, num_samples)
+    idata = posterior_predictive(model.model, model.guide, x, num_samples, progress=progress)
     idata.to_netcdf(str(out / "predictive.nc"))
     image = len(splits.shape) == 3
     if image:
@@ -134,7 +135,9 @@ def _checks(
         stats = {"mean": lambda v: v.mean(-1), "std": lambda v: v.std(-1)}
     notes = []
     if image and classifier_epochs > 0 and int(splits.y_train.max()) >= 1:
-        clf = train_classifier(splits.x_train, splits.y_train, epochs=classifier_epochs)
+        clf = train_classifier(
+            splits.x_train, splits.y_train, epochs=classifier_epochs, progress=progress
+        )
         stats["predicted_class"] = checks.class_statistic(clf)
         notes.append(f"classifier test accuracy {accuracy(clf, splits.x_test, splits.y_test):.3f}")
     stat_idata = checks.statistics(idata, stats)
@@ -172,6 +175,7 @@ def write_report(
     num_points: int = 300,
     classifier_epochs: int = 5,
     seed: int = 0,
+    progress: bool = False,
 ) -> Path:
     """Write the report of the run folder ``run``; returns the path of ``index.html``.
 
@@ -179,6 +183,7 @@ def write_report(
     :param num_samples: posterior draws per datapoint for the checks.
     :param num_points: test datapoints the checks use.
     :param classifier_epochs: epochs of the classifier behind the class-frequency check (0: none).
+    :param progress: progress bars for the classifier and the posterior draws.
     """
     if num_samples < 1 or num_points < 1 or classifier_epochs < 0:
         raise ValueError("need num_samples >= 1, num_points >= 1 and classifier_epochs >= 0")
@@ -206,7 +211,7 @@ def write_report(
             page.figure(plots.loss_curve(history, target / "loss.png"), "loss per epoch")
     if len(splits.shape) == 3:
         _image_pictures(model, splits, page)
-    _checks(model, splits, page, num_samples, num_points, classifier_epochs)
+    _checks(model, splits, page, num_samples, num_points, classifier_epochs, progress)
     title = f"{config['variant']} on {config['data']}"
     index = target / "index.html"
     index.write_text(_PAGE.format(title=html.escape(title), body="\n".join(page.parts)))
