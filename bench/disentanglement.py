@@ -27,6 +27,14 @@ def codes(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> to
         return torch.cat([model.encode(b) for b in pv.data.batches(x, batch_size)])
 
 
+def factor_vae(z: torch.Tensor, factors: torch.Tensor, seed: int) -> float:
+    """The FactorVAE score, NaN when every code dimension has collapsed to the prior."""
+    try:
+        return pv.metrics.factor_vae_score(z, factors, seed=seed)
+    except ValueError:
+        return float("nan")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", nargs="+", default=["vae", "beta_tcvae"])
@@ -49,14 +57,10 @@ def main() -> None:
             model = pv.variants.build(
                 name, tuple(x.shape[1:]), latent_dim=args.latent_dim, hidden=(512, 256)
             )
-            loss = variant.loss()
             start = time.perf_counter()
-            history = pv.fit(
-                model.model,
-                model.guide,
+            history = variant.fit(
+                model,
                 x,
-                loss=loss,
-                callbacks=variant.callbacks(model, loss),
                 epochs=args.epochs,
                 batch_size=args.batch_size,
                 seed=seed,
@@ -68,7 +72,7 @@ def main() -> None:
                 {
                     "seed": seed,
                     "mig": pv.metrics.mig(z, factors),
-                    "factor_vae": pv.metrics.factor_vae_score(z, factors, seed=seed),
+                    "factor_vae": factor_vae(z, factors, seed),
                     "loss": history.loss[-1],
                     "seconds": time.perf_counter() - start,
                 }

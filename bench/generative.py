@@ -65,14 +65,10 @@ def main() -> None:
         torch.manual_seed(args.seed)
         options = {"latent_dim": args.latent_dim} if name != "categorical_vae" else {}
         model = pv.variants.build(name, tuple(x_train.shape[1:]), **options)
-        loss = variant.loss()
         start = time.perf_counter()
-        pv.fit(
-            model.model,
-            model.guide,
+        variant.fit(
+            model,
             x_train,
-            loss=loss,
-            callbacks=variant.callbacks(model, loss),
             epochs=args.epochs,
             transform=pv.data.dynamic_binarize,
             seed=args.seed,

@@ -103,14 +103,9 @@ def main() -> None:
             hidden=setting.hidden,
             likelihood=setting.likelihood,
         )
-        variant = pv.variants.registry[name]
-        loss = variant.loss()
-        pv.fit(
-            model.model,
-            model.guide,
+        pv.variants.registry[name].fit(
+            model,
             x_train,
-            loss=loss,
-            callbacks=variant.callbacks(model, loss),
             epochs=args.epochs,
             batch_size=setting.batch_size,
             transform=setting.transform,

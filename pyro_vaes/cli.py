@@ -18,7 +18,7 @@ import torch
 
 from pyro_vaes import data, evaluate, plots, variants
 from pyro_vaes.errors import CheckpointError, DataError
-from pyro_vaes.fit import fit, resolve_device
+from pyro_vaes.fit import resolve_device
 from pyro_vaes.report import write_report
 from pyro_vaes.runs import BINARIZE, CONFIG, METRICS, load_run, prepare_data
 
@@ -74,14 +74,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     model: Any = variants.build(args.variant, splits.shape, **options)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG).write_text(json.dumps(config, indent=2))
-    variant = variants.registry[args.variant]
-    loss = variant.loss()
-    history = fit(
-        model.model,
-        model.guide,
+    history = variants.registry[args.variant].fit(
+        model,
         splits.x_train,
-        loss=loss,
-        callbacks=variant.callbacks(model, loss),
         optim=functools.partial(torch.optim.Adam, lr=args.lr),
         epochs=args.epochs,
         batch_size=args.batch_size,

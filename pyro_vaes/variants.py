@@ -16,7 +16,8 @@ from typing import Any
 from torch import nn
 
 from pyro_vaes import likelihoods, nets
-from pyro_vaes.callbacks import Callback, KLAnnealing
+from pyro_vaes.callbacks import Callback, History, KLAnnealing
+from pyro_vaes.fit import fit
 from pyro_vaes.guides import IAF, Delta, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
 from pyro_vaes.joint_vae import JointVAE
@@ -66,6 +67,14 @@ class Variant:
         """The callbacks of the variant's schedule, bound to ``model`` and its objective ``loss``
         (from :meth:`loss`); pass them to :func:`pyro_vaes.fit`."""
         return self.schedule(model, loss) if self.schedule is not None else []
+
+    def fit(self, model: Any, data: Any, **kwargs: Any) -> History:
+        """:func:`pyro_vaes.fit` of ``model`` (built by this variant) with the variant's
+        objective and schedule; ``kwargs`` go to ``fit`` (extra ``callbacks`` run after the
+        schedule's)."""
+        loss = self.loss()
+        callbacks = [*self.callbacks(model, loss), *kwargs.pop("callbacks", ())]
+        return fit(model.model, model.guide, data, loss=loss, callbacks=callbacks, **kwargs)
 
 
 registry: dict[str, Variant] = {}

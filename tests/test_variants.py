@@ -21,13 +21,9 @@ def test_every_variant_trains_with_its_objective_and_schedule(digits, name):
     small = {"components": 5} if "components" in variant.defaults else {}
     model = pv.variants.build(name, digits.shape, latent_dim=3, hidden=(32,), **small)
     before = [p.detach().clone() for p in model.parameters()]
-    loss = variant.loss()
-    history = pv.fit(
-        model.model,
-        model.guide,
+    history = variant.fit(
+        model,
         digits.x_train[:400],
-        loss=loss,
-        callbacks=variant.callbacks(model, loss),
         epochs=1,
         batch_size=100,
         progress=False,
