@@ -92,7 +92,7 @@ def interpolate(geometry: Geometry, a: torch.Tensor, b: torch.Tensor, steps: int
     """``steps`` evenly timed points ``(steps, d)`` on the geodesic from ``a`` to ``b``."""
     if steps < 2:
         raise ValueError(f"an interpolation needs steps >= 2, got {steps}")
-    return geometry.geodesic(a, b, torch.linspace(0.0, 1.0, steps, dtype=a.dtype))
+    return geometry.geodesic(a, b, torch.linspace(0.0, 1.0, steps, dtype=a.dtype, device=a.device))
 
 
 def traverse(geometry: Geometry, z: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -126,7 +126,21 @@ def _checks(
 ) -> None:
     out = page.out
     x, y = splits.x_test[:num_points], splits.y_test[:num_points]
-    idata = posterior_predictive(model.model, model.guide, x, num_samples, progress=progress)
+    page.heading("Latent codes")
+    page.figure(
+        plots.latent_scatter(_codes(model, x), y, out / "latent.png", "test codes by label"),
+        "posterior mean codes of the test data",
+    )
+    page.heading("Posterior predictive checks")
+    try:
+        idata = posterior_predictive(model.model, model.guide, x, num_samples, progress=progress)
+    except ValueError as err:  # e.g. a model whose data term is a factor, not a likelihood
+        page.text(f"not available for this model: {err}")
+        return
+    latent = str(next(iter(idata["posterior"].data_vars)))
+    page.text(f"az.summary of the latent {latent!r} of the first three test datapoints:")
+    summary = az.summary(idata, var_names=[latent], coords={"datapoint": [0, 1, 2]}, kind="stats")
+    page.table(summary)
     idata.to_netcdf(str(out / "predictive.nc"))
     image = len(splits.shape) == 3
     if image:
@@ -141,7 +155,6 @@ def _checks(
         stats["predicted_class"] = checks.class_statistic(clf)
         notes.append(f"classifier test accuracy {accuracy(clf, splits.x_test, splits.y_test):.3f}")
     stat_idata = checks.statistics(idata, stats)
-    page.heading("Posterior predictive checks")
     page.text(
         f"{num_samples} posterior draws for each of {len(x)} test datapoints; test statistics of "
         f"replicated against observed data. {'; '.join(notes)}"
@@ -156,15 +169,6 @@ def _checks(
     if binary:
         cal = checks.calibration(idata)
         page.figure(plots.calibration_plot(cal, out / "calibration.png"), "pixel calibration")
-    page.heading("Latent codes")
-    page.figure(
-        plots.latent_scatter(_codes(model, x), y, out / "latent.png", "test codes by label"),
-        "posterior mean codes of the test data",
-    )
-    latent = str(next(iter(idata["posterior"].data_vars)))
-    page.text(f"az.summary of the latent {latent!r} of the first three test datapoints:")
-    summary = az.summary(idata, var_names=[latent], coords={"datapoint": [0, 1, 2]}, kind="stats")
-    page.table(summary)
 
 
 def write_report(

@@ -35,6 +35,43 @@ def test_every_variant_trains_with_its_objective_and_schedule(digits, name):
     assert torch.isfinite(ll).all()
 
 
+_DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("device", _DEVICES)
+@pytest.mark.parametrize("name", sorted(pv.variants.registry))
+def test_every_variant_runs_on_the_device(digits, name, device):
+    """Fit, score, posterior predictive draws and pictures' codes, all on ``device``."""
+    torch.manual_seed(0)
+    variant = pv.variants.registry[name]
+    small = {"components": 5} if "components" in variant.defaults else {}
+    model = pv.variants.build(name, digits.shape, latent_dim=3, hidden=(32,), **small)
+    variant.fit(model, digits.x_train[:200], epochs=1, device=device, progress=False)
+    assert all(p.device.type == device for p in model.parameters())
+    model.eval()
+    x = digits.x_test[:10]
+    assert torch.isfinite(pv.evaluate.log_likelihood(model.model, model.guide, x, 3)).all()
+    if name == "msssim_vae":  # its data term is a factor: nothing to replicate
+        with pytest.raises(ValueError, match="no site 'x'"):
+            pv.posterior_predictive(model.model, model.guide, x, 2)
+    else:
+        idata = pv.posterior_predictive(model.model, model.guide, x, 2)
+        assert idata["posterior_predictive"]["x"].shape[:3] == (1, 2, 10)
+    codes = model.encode(x.to(device))
+    geo = pv.geometry.of(getattr(model, "prior", None))
+    path = pv.geometry.interpolate(geo, codes[0], codes[1], 4)
+    assert path.device.type == device and model.sample(3).shape == (3, *digits.shape)
+
+
 def test_disentangled_beta_vae_grows_capacity_over_half_the_fit(digits):
     variant = pv.variants.registry["disentangled_beta_vae"]
     model = pv.variants.build("disentangled_beta_vae", digits.shape, latent_dim=3, hidden=(32,))
