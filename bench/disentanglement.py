@@ -6,6 +6,8 @@ usual for these metrics: the codes are the posterior means. Means and standard d
 seeds; higher is better for both scores.
 
     python bench/disentanglement.py --variant vae beta_tcvae --epochs 60 --seeds 0 1 2
+
+``--pictures DIR`` also writes a latent traversal grid per variant (first seed).
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ def factor_vae(z: torch.Tensor, factors: torch.Tensor, seed: int) -> float:
         return float("nan")
 
 
+def traversal(model: torch.nn.Module, z: torch.Tensor, path: Path, title: str) -> None:
+    """Decoded traversals from the code of one sprite: a row per latent dimension, -2.5 to 2.5."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    walk = pv.geometry.traverse(pv.geometry.Euclidean(), z[1000], torch.linspace(-2.5, 2.5, 9))
+    with torch.no_grad():
+        images = model.likelihood.mean(model.decoder(walk.reshape(-1, z.shape[1])))
+    pv.plots.save_image_grid(images, path, f"{title}: one row per latent dimension", ncol=9)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", nargs="+", default=["vae", "beta_tcvae"])
@@ -44,6 +55,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--pictures", default=None, help="folder for latent traversals of each variant (seed 0)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = pv.sprites.generate()
@@ -68,6 +82,8 @@ def main() -> None:
                 progress=False,
             )
             z = codes(model, x)
+            if args.pictures and seed == args.seeds[0]:
+                traversal(model, z, Path(args.pictures) / f"traversal_{name}.png", name)
             runs.append(
                 {
                     "seed": seed,
