@@ -26,6 +26,12 @@ def digits() -> pv.data.Splits:
     return pv.data.load("digits").map(pv.data.binarize)
 
 
+@pytest.fixture(scope="session")
+def grey_digits() -> pv.data.Splits:
+    """The digits as grey levels in [0, 1] (for Gaussian likelihoods and image metrics)."""
+    return pv.data.load("digits")
+
+
 @pytest.fixture
 def small_vae(digits: pv.data.Splits) -> pv.VAE:
     torch.manual_seed(0)

@@ -150,8 +150,8 @@ def test_pvalues_catch_a_noise_scale_far_too_small_on_the_exact_model():
     assert np.mean(p_small < 0.05) > 0.9  # the data are far rougher than any replication
 
 
-def test_pvalues_catch_a_vae_whose_fixed_sigma_is_far_too_small(digits):
-    x_test = pv.data.load("digits").x_test[:100]
+def test_pvalues_catch_a_vae_whose_fixed_sigma_is_far_too_small(digits, grey_digits):
+    x_test = grey_digits.x_test[:100]
     extreme = {}
     for name, lik in (
         ("too small", likelihoods.Gaussian(0.01)),
@@ -160,7 +160,7 @@ def test_pvalues_catch_a_vae_whose_fixed_sigma_is_far_too_small(digits):
         torch.manual_seed(0)
         vae = pv.variants.build("vae", digits.shape, latent_dim=4, hidden=(128,))
         vae.likelihood = lik
-        pv.fit(vae.model, vae.guide, pv.data.load("digits").x_train, epochs=10, progress=False)
+        pv.fit(vae.model, vae.guide, grey_digits.x_train, epochs=10, progress=False)
         idata = posterior_predictive(vae.model, vae.guide, x_test, 50, prior=False)
         extreme[name] = _extreme(
             checks.pvalues(checks.statistics(idata, checks.image_statistics()))["pixel_std"]
@@ -200,11 +200,11 @@ def test_calibration_of_pixel_probabilities():
         )
 
 
-def test_class_statistic_counts_what_the_classifier_sees(digits):
-    clf = pv.classifier.train_classifier(pv.data.load("digits").x_train, digits.y_train, epochs=8)
-    assert pv.classifier.accuracy(clf, pv.data.load("digits").x_test, digits.y_test) > 0.9
+def test_class_statistic_counts_what_the_classifier_sees(digits, grey_digits):
+    clf = pv.classifier.train_classifier(grey_digits.x_train, digits.y_train, epochs=8)
+    assert pv.classifier.accuracy(clf, grey_digits.x_test, digits.y_test) > 0.9
     stat = checks.class_statistic(clf)
-    x = pv.data.load("digits").x_test[:12]
+    x = grey_digits.x_test[:12]
     labels = stat(x.expand(2, 3, *x.shape))  # leading (chain, draw) dims are kept
     assert labels.shape == (2, 3, 12)
     assert torch.equal(labels[1, 2], clf.predict(x))
@@ -221,8 +221,8 @@ def test_posterior_predictive_refuses_bad_input(trained, digits):
         posterior_predictive(trained.model, trained.guide, bad, 2)
 
 
-def test_classifier_refuses_bad_input(digits):
-    x = pv.data.load("digits").x_test[:10]
+def test_classifier_refuses_bad_input(digits, grey_digits):
+    x = grey_digits.x_test[:10]
     with pytest.raises(ValueError, match="integer labels"):
         pv.classifier.train_classifier(x, torch.zeros(10))  # float labels
     with pytest.raises(ValueError, match="images"):

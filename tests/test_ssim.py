@@ -15,9 +15,9 @@ from pyro_vaes.ssim import ms_ssim, ssim
 
 
 @pytest.mark.parametrize("size", [8, 32])
-def test_ms_ssim_is_one_for_identical_images_and_falls_with_noise(size):
+def test_ms_ssim_is_one_for_identical_images_and_falls_with_noise(size, grey_digits):
     torch.manual_seed(0)
-    x = torch.nn.functional.interpolate(pv.data.load("digits").x_test[:16], size=(size, size))
+    x = torch.nn.functional.interpolate(grey_digits.x_test[:16], size=(size, size))
     assert torch.allclose(ms_ssim(x, x), torch.ones(16), atol=1e-5)
     scores = [
         float(ms_ssim(x, (x + s * torch.randn_like(x)).clamp(0, 1)).mean())
@@ -48,11 +48,11 @@ def test_ms_ssim_is_symmetric_batched_and_differentiable():
         ms_ssim(torch.rand(1, 1, 3, 3), torch.rand(1, 1, 3, 3))
 
 
-def test_msssim_vae_loss_is_the_ms_ssim_term_plus_kl(digits):
+def test_msssim_vae_loss_is_the_ms_ssim_term_plus_kl(digits, grey_digits):
     torch.manual_seed(0)
     vae = pv.variants.build("msssim_vae", digits.shape, latent_dim=3, hidden=(32,), weight=10.0)
-    x = pv.data.load("digits").x_test[:8]
-    pv.fit(vae.model, vae.guide, pv.data.load("digits").x_train, epochs=2, progress=False)
+    x = grey_digits.x_test[:8]
+    pv.fit(vae.model, vae.guide, grey_digits.x_train, epochs=2, progress=False)
     pyro.set_rng_seed(5)
     loss = ELBO().loss(vae.model, vae.guide, x)
     pyro.set_rng_seed(5)
