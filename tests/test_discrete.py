@@ -62,16 +62,7 @@ def test_categorical_vae_anneals_its_temperature(digits):
         def on_step_start(self, state: FitState) -> None:
             seen.append(vae.temperature)
 
-    loss = variant.loss()
-    pv.fit(
-        vae.model,
-        vae.guide,
-        digits.x_train[:400],
-        loss=loss,
-        callbacks=[*variant.callbacks(vae, loss), Record()],
-        epochs=2,
-        progress=False,
-    )
+    variant.fit(vae, digits.x_train[:400], callbacks=[Record()], epochs=2, progress=False)
     assert seen[0] == 1.0 and seen[-1] == pytest.approx(1.0 - 0.5 * 7 / 8)
     assert all(a >= b for a, b in itertools.pairwise(seen))
     codes = vae.encode(digits.x_test[:5])
