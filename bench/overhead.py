@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import handwritten
 
 import pyro_vaes as pv
-from pyro_vaes.fit import resolve_device
+from pyro_vaes.train.fit import resolve_device
 
 
 def svi_epoch(vae: pv.VAE, svi: pyro.infer.SVI, x: torch.Tensor, batch_size: int) -> float:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pyro_vaes as pv
-from pyro_vaes.callbacks import Callback, FitState
+from pyro_vaes.train.callbacks import Callback, FitState
 
 
 def _fit(vae, data, tmp_path=None, **kw):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pyro_vaes import cli
+from pyro_vaes.app import cli
 
 
 def test_train_evaluate_sample_list(tmp_path, capsys):

@@ -11,10 +11,10 @@ import torch
 from torch.distributions import kl_divergence
 
 import pyro_vaes as pv
-from pyro_vaes.callbacks import Callback, FitState
 from pyro_vaes.distributions import Concrete
 from pyro_vaes.objectives import ELBO, JointCapacityELBO
 from pyro_vaes.objectives.elbo import traces
+from pyro_vaes.train.callbacks import Callback, FitState
 
 
 def test_concrete_kl_is_the_categorical_kl():

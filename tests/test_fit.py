@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import pyro_vaes as pv
-from pyro_vaes.callbacks import Callback, FitState
+from pyro_vaes.train.callbacks import Callback, FitState
 
 
 def _params(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -213,7 +213,7 @@ def test_elbo_without_differentiable_loss_trains(digits, small_vae):
 
 
 def test_default_loss(digits, small_vae):
-    from pyro_vaes.fit import default_loss
+    from pyro_vaes.train.fit import default_loss
 
     x = digits.x_train[:5]
     assert isinstance(default_loss(small_vae.model, small_vae.guide, x), pv.objectives.ELBO)

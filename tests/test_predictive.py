@@ -15,7 +15,7 @@ import torch
 
 import pyro_vaes as pv
 from pyro_vaes import checks, likelihoods
-from pyro_vaes.predictive import log_marginal, posterior_predictive
+from pyro_vaes.analysis.predictive import log_marginal, posterior_predictive
 
 from . import linear_gaussian as lg
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import pyro_vaes as pv
+from pyro_vaes.models.rae import RAE, jacobian_frobenius
 from pyro_vaes.objectives import ELBO
-from pyro_vaes.rae import RAE, jacobian_frobenius
 
 
 def _rae(digits, **kw) -> RAE:

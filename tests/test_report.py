@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vaes import cli, plots
+from pyro_vaes.analysis import plots
+from pyro_vaes.app import cli
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import pyro_vaes as pv
+from pyro_vaes.metrics.ssim import ms_ssim, ssim
 from pyro_vaes.objectives import ELBO
-from pyro_vaes.ssim import ms_ssim, ssim
 
 
 @pytest.mark.parametrize("size", [8, 32])

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import pyro_vaes as pv
-from pyro_vaes.callbacks import Callback, FitState
 from pyro_vaes.objectives import CapacityELBO
+from pyro_vaes.train.callbacks import Callback, FitState
 
 
 @pytest.mark.parametrize("name", sorted(pv.variants.registry))

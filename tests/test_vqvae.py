@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import pyro_vaes as pv
+from pyro_vaes.models.vqvae import VectorQuantizer, perplexity
 from pyro_vaes.objectives import ELBO
-from pyro_vaes.vqvae import VectorQuantizer, perplexity
 
 
 def _vq(digits, **kw):

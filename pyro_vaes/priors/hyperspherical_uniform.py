@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pyro_vaes.distributions import HypersphericalUniform as HypersphericalUniformDistribution
-from pyro_vaes.geometry import Sphere
+from pyro_vaes.distributions.geometry import Sphere
 
 
 class HypersphericalUniform(nn.Module):

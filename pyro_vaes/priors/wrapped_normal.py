@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pyro_vaes.distributions import WrappedNormal as WrappedNormalDistribution
-from pyro_vaes.geometry import Ball
+from pyro_vaes.distributions.geometry import Ball
 
 
 class WrappedNormal(nn.Module):

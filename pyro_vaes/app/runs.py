@@ -14,9 +14,11 @@ from typing import Any
 
 import torch
 
-from pyro_vaes import checkpoint, data, variants
+from pyro_vaes import data
+from pyro_vaes.catalogue import variants
 from pyro_vaes.errors import CheckpointError
-from pyro_vaes.fit import CHECKPOINT_NAME
+from pyro_vaes.train import checkpoint
+from pyro_vaes.train.fit import CHECKPOINT_NAME
 
 __all__ = ["BINARIZE", "CONFIG", "METRICS", "load_run", "prepare_data"]
 

@@ -45,8 +45,8 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
+from pyro_vaes.analysis.evaluate import check_positive, evaluating
 from pyro_vaes.data import batches
-from pyro_vaes.evaluate import check_positive, evaluating
 from pyro_vaes.objectives.importance import (
     particle_traces,
     plate_layout,

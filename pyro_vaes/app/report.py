@@ -20,12 +20,13 @@ import arviz as az
 import numpy as np
 import torch
 
-from pyro_vaes import checks, geometry, plots
-from pyro_vaes.callbacks import History
-from pyro_vaes.classifier import accuracy, train_classifier
+from pyro_vaes.analysis import checks, plots
+from pyro_vaes.analysis.classifier import accuracy, train_classifier
+from pyro_vaes.analysis.predictive import posterior_predictive
+from pyro_vaes.app.runs import METRICS, load_run, prepare_data
 from pyro_vaes.data import Splits, batches
-from pyro_vaes.predictive import posterior_predictive
-from pyro_vaes.runs import METRICS, load_run, prepare_data
+from pyro_vaes.distributions import geometry
+from pyro_vaes.train.callbacks import History
 
 __all__ = ["write_report"]
 

@@ -15,12 +15,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from pyro_vaes.callbacks import History
+from pyro_vaes.train.callbacks import History
 
 if TYPE_CHECKING:
     import arviz as az
 
-    from pyro_vaes.checks import Calibration
+    from pyro_vaes.analysis.checks import Calibration
 
 __all__ = [
     "calibration_plot",

@@ -29,8 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vaes.data import as_tensor, batches, check_finite
-from pyro_vaes.fit import owners
 from pyro_vaes.objectives.importance import log_weights, plate_layout
+from pyro_vaes.train.fit import owners
 
 __all__ = [
     "Scores",

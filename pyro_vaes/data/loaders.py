@@ -260,7 +260,7 @@ def _tree(root: Path | None) -> Splits:
 
 
 def _sprites(root: Path | None) -> Splits:
-    from pyro_vaes import sprites
+    from pyro_vaes.data import sprites
 
     s = sprites.generate()
     perm = torch.randperm(len(s.images), generator=torch.Generator().manual_seed(2))

@@ -27,11 +27,11 @@ from torch.distributions import constraints
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from pyro_vaes import checkpoint as ckpt
-from pyro_vaes.callbacks import Callback, FitState, History
 from pyro_vaes.data import as_tensor, check_finite, first_item
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
 from pyro_vaes.objectives.elbo import ELBO, traces
+from pyro_vaes.train import checkpoint as ckpt
+from pyro_vaes.train.callbacks import Callback, FitState, History
 
 __all__ = ["CHECKPOINT_NAME", "default_loss", "fit", "resolve_device"]
 

@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
-from pyro_vaes import data, evaluate, plots, variants
+from pyro_vaes import data
+from pyro_vaes.analysis import evaluate, plots
+from pyro_vaes.app.report import write_report
+from pyro_vaes.app.runs import BINARIZE, CONFIG, METRICS, load_run, prepare_data
+from pyro_vaes.catalogue import variants
 from pyro_vaes.errors import CheckpointError, DataError
-from pyro_vaes.fit import resolve_device
-from pyro_vaes.report import write_report
-from pyro_vaes.runs import BINARIZE, CONFIG, METRICS, load_run, prepare_data
+from pyro_vaes.train.fit import resolve_device
 
 
 def _pictures(model: Any, splits: data.Splits, out: Path, n: int = 64) -> None:

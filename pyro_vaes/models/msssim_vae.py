@@ -19,8 +19,8 @@ from typing import Any
 import pyro
 import torch
 
-from pyro_vaes.ssim import ms_ssim
-from pyro_vaes.vae import VAE
+from pyro_vaes.metrics.ssim import ms_ssim
+from pyro_vaes.models.vae import VAE
 
 __all__ = ["MSSSIMVAE"]
 

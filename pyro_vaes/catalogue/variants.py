@@ -16,12 +16,13 @@ from typing import Any
 from torch import nn
 
 from pyro_vaes import likelihoods, nets
-from pyro_vaes.callbacks import Callback, History, KLAnnealing
-from pyro_vaes.fit import fit
 from pyro_vaes.guides import IAF, Delta, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
 from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
-from pyro_vaes.joint_vae import JointVAE
-from pyro_vaes.msssim_vae import MSSSIMVAE
+from pyro_vaes.models.joint_vae import JointVAE
+from pyro_vaes.models.msssim_vae import MSSSIMVAE
+from pyro_vaes.models.rae import RAE
+from pyro_vaes.models.vae import VAE
+from pyro_vaes.models.vqvae import VQVAE, VectorQuantizer
 from pyro_vaes.objectives import (
     DIPELBO,
     IWAE,
@@ -38,9 +39,8 @@ from pyro_vaes.objectives import (
 )
 from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, StandardNormal, VampPrior
 from pyro_vaes.priors import WrappedNormal as WrappedNormalPrior
-from pyro_vaes.rae import RAE
-from pyro_vaes.vae import VAE
-from pyro_vaes.vqvae import VQVAE, VectorQuantizer
+from pyro_vaes.train.callbacks import Callback, History, KLAnnealing
+from pyro_vaes.train.fit import fit
 
 __all__ = ["Variant", "build", "networks", "posteriors", "priors", "register", "registry"]
 

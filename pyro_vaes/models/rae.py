@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from pyro_vaes.data import batches
-from pyro_vaes.vae import VAE
+from pyro_vaes.models.vae import VAE
 
 __all__ = ["RAE", "jacobian_frobenius"]
 

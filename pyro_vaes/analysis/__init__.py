@@ -1,0 +1,1 @@
+"""After training: evaluation, posterior predictive analysis, checks and pictures."""

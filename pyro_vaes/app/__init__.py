@@ -1,0 +1,1 @@
+"""The command line, the run folder and the HTML report."""

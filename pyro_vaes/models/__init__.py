@@ -1,0 +1,1 @@
+"""The model families: each a Pyro model/guide pair in an ``nn.Module``."""

@@ -1,0 +1,1 @@
+"""Training: the loop (:func:`fit`), callbacks and checkpoints."""
