@@ -38,9 +38,9 @@ def test_miwae_one_bound_is_iwae(x):
 
 def test_miwae_averages_over_m_and_normalises_over_k(x):
     """MIWAE(2, 3) from the very same six draws, written out: log-mean-exp over K, mean over M."""
-    nesting, data_dim = plate_layout(model, rough_guide, x)
+    nesting, data_dim = plate_layout(model, rough_guide, (x,), {})
     pyro.set_rng_seed(5)
-    log_w, _ = log_weights(model, rough_guide, x, 6, nesting, data_dim)
+    log_w, _ = log_weights(model, rough_guide, (x,), {}, 6, nesting, data_dim)
     by_hand = sum(torch.logsumexp(log_w[3 * i : 3 * i + 3], 0) - math.log(3) for i in range(2)) / 2
     objective = MIWAE(2, 3)
     objective.bound(model, rough_guide, x)

@@ -101,7 +101,7 @@ def scores(
     check_positive(num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size)
     out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     with evaluating(model, guide, data) as (x_all, device):
-        nesting, data_dim = plate_layout(model, guide, x_all[:batch_size].to(device))
+        nesting, data_dim = plate_layout(model, guide, (x_all[:batch_size].to(device),), {})
         total = math.ceil(x_all.shape[0] / batch_size) * math.ceil(num_samples / chunk_size)
         with tqdm(total=total, disable=not progress, unit="chunk") as bar:
             for x in batches(x_all, batch_size):
@@ -111,7 +111,7 @@ def scores(
                 sum_lik = x.new_zeros(x.shape[0])
                 for start in range(0, num_samples, chunk_size):
                     n = min(chunk_size, num_samples - start)
-                    log_w, log_lik = log_weights(model, guide, x, n, nesting, data_dim)
+                    log_w, log_lik = log_weights(model, guide, (x,), {}, n, nesting, data_dim)
                     lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
                     sum_w += log_w.sum(0)
                     sum_lik += log_lik.sum(0)

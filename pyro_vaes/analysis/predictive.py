@@ -103,12 +103,12 @@ def posterior_predictive(
         k: [] for k in ("z", "x_rep", "log_lik", "log_w", "z_prior", "x_prior")
     }
     with evaluating(model, guide, data) as (x_all, device):
-        nesting, data_dim = plate_layout(model, guide, x_all[:batch_size].to(device))
+        nesting, data_dim = plate_layout(model, guide, (x_all[:batch_size].to(device),), {})
         steps = math.ceil(x_all.shape[0] / batch_size)
         for x in tqdm(batches(x_all, batch_size), total=steps, disable=not progress, unit="batch"):
             x = x.to(device)
             n, b = num_samples, x.shape[0]
-            model_tr, guide_tr = particle_traces(model, guide, x, n, nesting)
+            model_tr, guide_tr = particle_traces(model, guide, (x,), {}, n, nesting)
             latent = latent if latent is not None else _first_latent(guide_tr)
             for site, owner, trace in ((latent, "guide", guide_tr), (observed, "model", model_tr)):
                 if site not in trace.nodes:

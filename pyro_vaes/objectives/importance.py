@@ -20,6 +20,7 @@ import torch
 from pyro_vaes.objectives.elbo import traces
 
 __all__ = [
+    "batch_size",
     "log_weights",
     "particle_traces",
     "per_datapoint",
@@ -31,11 +32,23 @@ __all__ = [
 _PARTICLES = "_pyro_vaes_particles"
 
 
+def batch_size(args: tuple, kwargs: dict) -> int:
+    """The number of datapoints in a call ``model(*args, **kwargs)``: the leading dim of the first
+    tensor argument, or of ``x`` among the keywords."""
+    x = next((a for a in args if isinstance(a, torch.Tensor)), kwargs.get("x"))
+    if x is None:
+        x = next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        raise ValueError("per-datapoint scores need a batch: a tensor argument x of shape (B, ...)")
+    return x.shape[0]
+
+
 def plate_layout(
-    model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor
+    model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
 ) -> tuple[int, int]:
     """The model's plate nesting and the dim of the plate that holds the datapoints."""
-    model_tr, guide_tr = traces(model, guide, (x,), {})
+    model_tr, guide_tr = traces(model, guide, args, kwargs)
+    size = batch_size(args, kwargs)
     nesting, data_dim = 0, None
     sites: list[Any] = [*guide_tr.nodes.values(), *model_tr.nodes.values()]
     for site in sites:
@@ -44,12 +57,12 @@ def plate_layout(
         for frame in site["cond_indep_stack"]:
             if frame.vectorized:
                 nesting = max(nesting, -frame.dim)
-                if site["is_observed"] and frame.size == x.shape[0]:
+                if site["is_observed"] and frame.size == size:
                     data_dim = frame.dim if data_dim is None else max(data_dim, frame.dim)
     if data_dim is None:
         raise ValueError(
             "per-datapoint scores need the model to observe the batch inside a plate of size "
-            f"{x.shape[0]} (e.g. `with pyro.plate('data', x.shape[0])`)"
+            f"{size} (e.g. `with pyro.plate('data', x.shape[0])`)"
         )
     return nesting, data_dim
 
@@ -67,9 +80,9 @@ def per_datapoint(lp: torch.Tensor, rank: int, data_dim: int, n: int, b: int) ->
 def vectorised(fn: Callable[..., Any], n: int, nesting: int) -> Callable[..., Any]:
     """``fn`` run inside a plate of ``n`` particles outside its own ``nesting`` plates."""
 
-    def wrapped(*args: Any) -> Any:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
         with pyro.plate(_PARTICLES, n, dim=-(nesting + 1)):
-            return fn(*args)
+            return fn(*args, **kwargs)
 
     return wrapped
 
@@ -77,26 +90,28 @@ def vectorised(fn: Callable[..., Any], n: int, nesting: int) -> Callable[..., An
 def particle_traces(
     model: Callable[..., Any],
     guide: Callable[..., Any],
-    x: torch.Tensor,
+    args: tuple,
+    kwargs: dict,
     n: int,
     nesting: int,
 ) -> tuple[Any, Any]:
     """The model trace (replayed on the guide's draws) and the guide trace, for ``n`` draws per
     datapoint taken at once: every site gains a leading particle dim of size ``n``."""
-    return traces(vectorised(model, n, nesting), vectorised(guide, n, nesting), (x,), {})
+    return traces(vectorised(model, n, nesting), vectorised(guide, n, nesting), args, kwargs)
 
 
 def log_weights(
     model: Callable[..., Any],
     guide: Callable[..., Any],
-    x: torch.Tensor,
+    args: tuple,
+    kwargs: dict,
     n: int,
     nesting: int,
     data_dim: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log w, log p(x | z))``, each ``(n, B)``, from ``n`` vectorised draws of the guide."""
-    model_tr, guide_tr = particle_traces(model, guide, x, n, nesting)
-    return weights_from_traces(model_tr, guide_tr, n, x.shape[0], nesting, data_dim)
+    model_tr, guide_tr = particle_traces(model, guide, args, kwargs, n, nesting)
+    return weights_from_traces(model_tr, guide_tr, n, batch_size(args, kwargs), nesting, data_dim)
 
 
 def weights_from_traces(

@@ -15,6 +15,11 @@ from pyro_vaes.objectives.importance import log_weights, plate_layout
 __all__ = ["IWAE", "MIWAE"]
 
 
+def _shapes(values: tuple) -> tuple:
+    """Trailing shapes of the tensor arguments (the layout does not depend on the batch size)."""
+    return tuple(tuple(v.shape[1:]) if isinstance(v, torch.Tensor) else None for v in values)
+
+
 class MIWAE(DifferentiableObjective, pyro.infer.RenyiELBO):
     r"""The multiply importance weighted bound: the mean of :math:`M` independent IWAE bounds of
     :math:`K` draws each, per datapoint,
@@ -46,26 +51,24 @@ class MIWAE(DifferentiableObjective, pyro.infer.RenyiELBO):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         super().__init__(alpha=0.0, num_particles=m * k, vectorize_particles=True)
         self.m, self.k = m, k
-        self._layouts: dict[tuple[Any, Any, tuple[int, ...]], tuple[int, int]] = {}
+        self._layouts: dict[tuple, tuple[int, int]] = {}
 
     def bound(
-        self, model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        """The bound of every datapoint of the batch ``x``, shape ``(B,)``."""
-        key = (model, guide, tuple(x.shape[1:]))
+        """The bound of every datapoint of the batch ``model(*args, **kwargs)``, shape ``(B,)``."""
+        key = (model, guide, _shapes(args), _shapes(tuple(kwargs.values())), tuple(kwargs))
         if key not in self._layouts:  # one extra trace per model, not per step
-            self._layouts[key] = plate_layout(model, guide, x)
+            self._layouts[key] = plate_layout(model, guide, args, kwargs)
         nesting, data_dim = self._layouts[key]
-        log_w, _ = log_weights(model, guide, x, self.m * self.k, nesting, data_dim)
-        log_w = log_w.reshape(self.m, self.k, x.shape[0])
+        log_w, _ = log_weights(model, guide, args, kwargs, self.m * self.k, nesting, data_dim)
+        log_w = log_w.reshape(self.m, self.k, -1)
         return (torch.logsumexp(log_w, dim=1) - math.log(self.k)).mean(0)
 
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        if len(args) != 1 or kwargs:
-            raise TypeError("MIWAE/IWAE score models that take one batch argument x")
-        return -self.bound(model, guide, args[0]).sum()
+        return -self.bound(model, guide, *args, **kwargs).sum()
 
 
 class IWAE(MIWAE):
