@@ -1,1 +1,117 @@
-"""What the pieces promise each other."""
+"""What the pieces promise each other.
+
+The parts of a VAE meet through small declared contracts, checked by type checkers (the
+``Protocol``\\ s) or declared by inheritance (the capability ABCs), never discovered by probing
+attributes:
+
+* :class:`Prior` ``() -> p(z)``, :class:`Posterior` ``h -> q(z | x)``, :class:`Likelihood`
+  ``(params, event_dim) -> p(x | z)``: modules that return distributions, so any prior composes
+  with any posterior.
+* :class:`Objective`: a Pyro ELBO (``loss``, ``loss_and_grads``, and for the fast path
+  ``differentiable_loss``). Optional capabilities are ABCs an objective inherits:
+  :class:`Adversarial` (a second network with a loss of its own, which :func:`pyro_vaes.fit`
+  gives its own optimizer) and :class:`NeedsDatasetSize` (estimators that need the dataset size
+  ``N``, handed over by ``fit`` before training).
+* :class:`GenerativeModel`: what the CLI, the report and the benchmarks call on a model: its Pyro
+  ``model``/``guide`` pair, its latent site names, ``encode``/``decode``/``sample``/
+  ``reconstruct``. :class:`pyro_vaes.models.base.BaseModel` implements it for the catalogue.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, constraints
+
+__all__ = [
+    "Adversarial",
+    "GenerativeModel",
+    "Likelihood",
+    "NeedsDatasetSize",
+    "Objective",
+    "Posterior",
+    "Prior",
+]
+
+
+@runtime_checkable
+class Prior(Protocol):
+    """``prior()`` is the distribution :math:`p(z)` (event shape: one code)."""
+
+    def __call__(self) -> Distribution: ...
+
+
+@runtime_checkable
+class Posterior(Protocol):
+    """``posterior(h)`` is :math:`q(z \\mid x)` for encoder features ``h`` ``(..., features)``."""
+
+    def __call__(self, h: torch.Tensor) -> Distribution: ...
+
+
+@runtime_checkable
+class Likelihood(Protocol):
+    """``likelihood(params, event_dim)`` is :math:`p(x \\mid z)` for decoder output ``params``,
+    with the trailing ``event_dim`` dims as the event; ``mean(params)`` its mean."""
+
+    support: constraints.Constraint
+
+    def __call__(self, params: torch.Tensor, event_dim: int) -> Distribution: ...
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """A Pyro ELBO: the negative bound of a batch, summed over its datapoints."""
+
+    def loss(self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any) -> float: ...
+
+    def loss_and_grads(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> float: ...
+
+
+class Adversarial(ABC):
+    """Capability: a second network, :attr:`adversary`, trained on :meth:`adversary_loss` by an
+    optimizer of its own, :attr:`adversary_steps` steps after every model step."""
+
+    adversary: nn.Module
+    adversary_steps: int = 1
+
+    @abstractmethod
+    def adversary_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """The adversary's loss on a batch, summed over its datapoints."""
+
+
+class NeedsDatasetSize(ABC):
+    """Capability: estimators that need the number of training datapoints ``N``."""
+
+    @abstractmethod
+    def bind_dataset_size(self, n: int) -> None:
+        """Set ``N`` (called by :func:`pyro_vaes.fit` before training)."""
+
+
+@runtime_checkable
+class GenerativeModel(Protocol):
+    """A model the CLI, the report and the benchmarks can use."""
+
+    latent_sites: tuple[str, ...]
+    observed_site: str
+
+    def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None: ...
+
+    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None: ...
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor: ...
+
+    def sample(self, n: int) -> torch.Tensor: ...
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor: ...

@@ -43,6 +43,7 @@ from pyro import poutine
 from torch.nn import functional as F
 
 from pyro_vaes.nets import Discriminator
+from pyro_vaes.protocols import Adversarial
 from pyro_vaes.objectives.elbo import (
     DifferentiableObjective,
     negative_elbo,
@@ -71,7 +72,7 @@ def _codes(site: Any) -> torch.Tensor:
     return z.reshape(-1, z.shape[-1])
 
 
-class _Adversarial(DifferentiableObjective, pyro.infer.ELBO):
+class _Adversarial(DifferentiableObjective, pyro.infer.ELBO, Adversarial):
     def __init__(
         self,
         latent_dim: int | None,

@@ -11,6 +11,7 @@ import torch
 from pyro.poutine.trace_struct import Trace
 
 from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
+from pyro_vaes.protocols import NeedsDatasetSize
 
 __all__ = ["TCELBO", "log_importance_weights"]
 
@@ -41,7 +42,7 @@ def log_importance_weights(batch_size: int, dataset_size: int, stratified: bool)
     return torch.full((m, m), -math.log(m))
 
 
-class TCELBO(DifferentiableObjective, pyro.infer.ELBO):
+class TCELBO(DifferentiableObjective, pyro.infer.ELBO, NeedsDatasetSize):
     r"""The beta-TCVAE objective: the KL term of the ELBO split into index-code mutual
     information, total correlation and dimension-wise KL, each with its own weight,
 
