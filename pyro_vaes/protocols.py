@@ -68,7 +68,9 @@ class Likelihood(Protocol):
 class Objective(Protocol):
     """A Pyro ELBO: the negative bound of a batch, summed over its datapoints."""
 
-    def loss(self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any) -> float: ...
+    def loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> float: ...
 
     def loss_and_grads(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any

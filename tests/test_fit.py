@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import pyro_vaes as pv
 from pyro_vaes.train.callbacks import Callback, FitState
+from pyro_vaes.train.step import Step
 
 
 def _params(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -212,11 +213,15 @@ def test_elbo_without_differentiable_loss_trains(digits, small_vae):
     assert any(not torch.equal(v, before[k]) for k, v in _params(small_vae).items())
 
 
-def test_default_loss(digits, small_vae):
-    from pyro_vaes.train.fit import default_loss
+def _default_loss(model, guide, x):
+    step = Step(model, guide)
+    step.setup({"x": x})
+    return step.loss
 
+
+def test_default_loss(digits, small_vae):
     x = digits.x_train[:5]
-    assert isinstance(default_loss(small_vae.model, small_vae.guide, x), pv.objectives.ELBO)
+    assert isinstance(_default_loss(small_vae.model, small_vae.guide, x), pv.objectives.ELBO)
 
     def discrete_model(x):
         with pyro.plate("data", x.shape[0]):
@@ -230,7 +235,7 @@ def test_default_loss(digits, small_vae):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("c", dist.Bernoulli(p))
 
-    assert isinstance(default_loss(discrete_model, discrete_guide, x), pyro.infer.Trace_ELBO)
+    assert isinstance(_default_loss(discrete_model, discrete_guide, x), pyro.infer.Trace_ELBO)
 
 
 @pytest.mark.cuda

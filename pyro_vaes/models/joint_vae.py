@@ -30,11 +30,12 @@ from torch import nn
 
 from pyro_vaes.distributions import Concrete
 from pyro_vaes.likelihoods import Likelihood
+from pyro_vaes.models.base import BaseModel, data_event_dim
 
 __all__ = ["JointVAE"]
 
 
-class JointVAE(nn.Module):
+class JointVAE(BaseModel):
     """Continuous ``"z"`` (if ``continuous_dim > 0``) and categorical ``"c"`` latent sites.
 
     :param encoder: ``x -> h`` with ``features`` outputs.
@@ -66,22 +67,30 @@ class JointVAE(nn.Module):
         self.continuous = nn.Linear(features, 2 * continuous_dim) if continuous_dim else None
         self.discrete = nn.Linear(features, variables * categories)
 
-    def _tau(self, like: torch.Tensor) -> torch.Tensor:
+    @property
+    def latent_sites(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("z", "c") if self.continuous is not None else ("c",)
+
+    def _tau(self) -> torch.Tensor:
+        like = self.discrete.weight
         return torch.tensor(self.temperature, dtype=like.dtype, device=like.device)
 
     def _decode(self, z: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
         codes = c.flatten(-2) if z is None else torch.cat([z, c.flatten(-2)], -1)
         return self.decoder(codes)
 
-    def model(self, x: torch.Tensor) -> None:
+    def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        self.register_with_pyro()
         z = None
-        with pyro.plate("data", x.shape[0]):
+        like = self.discrete.weight
+        with self.data_plate(x, y):
             if self.continuous is not None:
-                loc = x.new_zeros(self.continuous_dim)
+                loc = like.new_zeros(self.continuous_dim)
                 z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
-            logits = x.new_zeros(self.variables, self.categories)
-            c = pyro.sample("c", Concrete(self._tau(x), logits=logits).to_event(1))
-            pyro.sample("x", self.likelihood(self._decode(z, c), x.dim() - 1), obs=x)
+            logits = like.new_zeros(self.variables, self.categories)
+            c = pyro.sample("c", Concrete(self._tau(), logits=logits).to_event(1))
+            params = self._decode(z, c)
+            pyro.sample("x", self.likelihood(params, data_event_dim(params, c, 2)), obs=x)
 
     def _posteriors(self, x: torch.Tensor) -> tuple[dist.Normal | None, torch.Tensor]:
         h = self.encoder(x)
@@ -92,12 +101,13 @@ class JointVAE(nn.Module):
         logits = self.discrete(h).reshape(*h.shape[:-1], self.variables, self.categories)
         return normal, logits
 
-    def guide(self, x: torch.Tensor) -> None:
-        normal, logits = self._posteriors(x)
+    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        self.register_with_pyro()
+        normal, logits = self._posteriors(self.require_x(x))
         with pyro.plate("data", x.shape[0]):
             if normal is not None:
                 pyro.sample("z", normal.to_event(1))
-            pyro.sample("c", Concrete(self._tau(x), logits=logits).to_event(1))
+            pyro.sample("c", Concrete(self._tau(), logits=logits).to_event(1))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,6 +115,12 @@ class JointVAE(nn.Module):
         normal, logits = self._posteriors(x)
         probs = logits.softmax(-1).flatten(-2)
         return probs if normal is None else torch.cat([normal.mean, probs], -1)
+
+    @torch.no_grad()
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """The likelihood's mean at flat codes ``[z, category probabilities]`` (as from
+        :meth:`encode`)."""
+        return self.likelihood.mean(self.decoder(code))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

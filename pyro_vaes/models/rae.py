@@ -88,19 +88,19 @@ class RAE(VAE):
         self.register_buffer("expost_scale_tril", torch.eye(d).expand(k, d, d).clone())
         self.register_buffer("expost_fitted", torch.zeros((), dtype=torch.bool))
 
-    def model(self, x: torch.Tensor) -> None:
+    def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
         """The VAE's model, plus the decoder regulariser as ``pyro.factor`` sites while training
         (per datapoint, so that the loss per datapoint carries it once)."""
-        with pyro.plate("data", x.shape[0]):
-            with self._kl_weight():
-                z = pyro.sample("z", self.prior())
+        self.register_with_pyro()
+        with self.data_plate(x, y):
+            z = self.sample_code()
             if self.training and self.weight_decay > 0:
                 decay = sum(p.pow(2).sum() for p in self.decoder.parameters())
                 pyro.factor("weight_decay", -self.weight_decay * decay * z.new_ones(z.shape[:-1]))
             if self.training and self.gradient_penalty > 0:
                 gp = jacobian_frobenius(self.decoder, z.reshape(-1, z.shape[-1]))
                 pyro.factor("gradient_penalty", -self.gradient_penalty * gp.reshape(z.shape[:-1]))
-            pyro.sample("x", self.likelihood(self.decoder(z), x.dim() - 1), obs=x)
+            self.observe(self.decoder(z), z, x)
 
     def expost(self) -> dist.MixtureSameFamily:
         """The ex-post density of the codes (see :meth:`fit_expost`)."""
@@ -134,4 +134,4 @@ class RAE(VAE):
     def sample(self, n: int) -> torch.Tensor:
         """``n`` decoded draws from the ex-post density (the prior before :meth:`fit_expost`)."""
         z = self.expost().sample((n,)) if bool(self.expost_fitted) else self.prior().sample((n,))
-        return self.likelihood.mean(self.decoder(z))
+        return self.decode(z)

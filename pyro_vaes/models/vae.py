@@ -11,11 +11,12 @@ from pyro import poutine
 from torch import nn
 
 from pyro_vaes.likelihoods import Likelihood
+from pyro_vaes.models.base import BaseModel, data_event_dim
 
 __all__ = ["VAE"]
 
 
-class VAE(nn.Module):
+class VAE(BaseModel):
     r"""A variational autoencoder from its parts:
 
     .. math::
@@ -33,8 +34,9 @@ class VAE(nn.Module):
     attribute, so a schedule (see :class:`pyro_vaes.callbacks.KLAnnealing`) can change it while
     fitting. ``beta = 0`` masks the latent site out (an autoencoder with a noisy code).
 
-    The parameters live in this module, not in Pyro's global parameter store, so two VAEs in one
-    process never share them; :func:`pyro_vaes.fit` finds them through ``model.__self__``.
+    The parameters live in this module and are registered with Pyro under a name unique to the
+    instance (:class:`~pyro_vaes.models.base.BaseModel`), so plain ``SVI`` trains them and two
+    VAEs in one process never share them. With ``x=None`` the model draws ``x``.
 
     :param encoder: ``x -> h``.
     :param decoder: ``z -> likelihood parameters``, shaped like ``x``.
@@ -75,30 +77,41 @@ class VAE(nn.Module):
         # poutine.scale takes only positive scales; beta = 0 switches the latent terms off
         return poutine.scale(scale=self.beta) if self.beta > 0 else poutine.mask(mask=False)
 
-    def model(self, x: torch.Tensor) -> None:
-        """:math:`z \\sim p(z)`, :math:`x \\sim p(x \\mid z)`, for each datapoint of the batch."""
-        with pyro.plate("data", x.shape[0]):
-            with self._kl_weight():
-                z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.likelihood(self.decoder(z), x.dim() - 1), obs=x)
+    def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        """:math:`z \\sim p(z)`, :math:`x \\sim p(x \\mid z)`, for each datapoint of the batch
+        (``x=None``: generate; ``y`` is ignored)."""
+        self.register_with_pyro()
+        with self.data_plate(x, y):
+            z = self.sample_code()
+            self.observe(self.decoder(z), z, x)
 
-    def guide(self, x: torch.Tensor) -> None:
+    def sample_code(self) -> torch.Tensor:
+        """The latent site ``z ~ p(z)``, weighted by ``beta``."""
+        with self._kl_weight():
+            return pyro.sample("z", self.prior())
+
+    def observe(self, params: torch.Tensor, z: torch.Tensor, x: torch.Tensor | None) -> None:
+        """The observed site: ``x`` scored (or drawn, when ``None``) under the likelihood of the
+        decoder output ``params``, decoded from the code ``z`` (one event dim)."""
+        pyro.sample("x", self.likelihood(params, data_event_dim(params, z, 1)), obs=x)
+
+    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
         """:math:`z \\sim q(z \\mid x)` for each datapoint of the batch."""
+        self.register_with_pyro()
+        x = self.require_x(x)
         with pyro.plate("data", x.shape[0]):
             h = self.encoder(x)
             with self._kl_weight():
                 pyro.sample("z", self.posterior(h))
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """``n`` draws of the likelihood's mean at codes from the prior (for pictures)."""
-        z = self.prior().sample((n,))
-        return self.likelihood.mean(self.decoder(z))
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        return self.likelihood.mean(self.decoder(code))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """The likelihood's mean at the posterior mean code of each datapoint."""
-        return self.likelihood.mean(self.decoder(self.encode(x)))
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` draws of the likelihood's mean at codes from the prior (for pictures)."""
+        return self.decode(self.prior().sample((n,)))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, num_samples: int = 64) -> torch.Tensor:

@@ -42,6 +42,7 @@ from torch.distributions import constraints
 
 from pyro_vaes.data import batches
 from pyro_vaes.likelihoods import Likelihood
+from pyro_vaes.models.base import BaseModel, data_event_dim
 
 _ShapeLike = torch.Size | list[int] | tuple[int, ...]
 _SCALAR = torch.Size()
@@ -179,7 +180,7 @@ class VectorQuantizer(nn.Module):
                 self.idle[dead] = 0
 
 
-class VQVAE(nn.Module):
+class VQVAE(BaseModel):
     """The VQ-VAE from parts: ``encoder`` ``x -> (..., features)``, a linear map to ``P x D``,
     the :class:`VectorQuantizer`, and ``decoder`` ``(..., P * D) -> likelihood parameters``.
 
@@ -212,17 +213,26 @@ class VQVAE(nn.Module):
         h = self.head(self.encoder(x))
         return h.reshape(*h.shape[:-1], self.positions, self.quantizer.dim)
 
-    def model(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
+    def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        """Codes from the uniform prior, quantised (with the codebook and commitment errors as a
+        factor while training) and decoded; ``x=None`` decodes prior draws, which are codebook
+        vectors already."""
+        self.register_with_pyro()
+        with self.data_plate(x, y):
             z = pyro.sample("z", self.prior())
-            q = self.quantizer(z)
-            if self.training:
-                vq = q.codebook_loss * (0.0 if self.quantizer.ema else 1.0)
-                pyro.factor("vq_loss", -(vq + self.beta * q.commitment_loss))
-            params = self.decoder(q.codes.flatten(-2))
-            pyro.sample("x", self.likelihood(params, x.dim() - 1), obs=x)
+            codes = z
+            if x is not None:
+                q = self.quantizer(z)
+                if self.training:
+                    vq = q.codebook_loss * (0.0 if self.quantizer.ema else 1.0)
+                    pyro.factor("vq_loss", -(vq + self.beta * q.commitment_loss))
+                codes = q.codes
+            params = self.decoder(codes.flatten(-2))
+            pyro.sample("x", self.likelihood(params, data_event_dim(params, z, 2)), obs=x)
 
-    def guide(self, x: torch.Tensor) -> None:
+    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        self.register_with_pyro()
+        x = self.require_x(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Delta(self.encode_vectors(x), event_dim=2))
 
@@ -242,10 +252,11 @@ class VQVAE(nn.Module):
         return self.quantizer.codebook[self.codes(x)].flatten(-2)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.likelihood.mean(self.decoder(self.encode(x)))
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """The likelihood's mean at flattened codes ``(N, P * D)``."""
+        return self.likelihood.mean(self.decoder(code))
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """``n`` decoded draws of codes from the uniform prior."""
-        return self.likelihood.mean(self.decoder(self.prior().sample((n,)).flatten(-2)))
+        return self.decode(self.prior().sample((n,)).flatten(-2))

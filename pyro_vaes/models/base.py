@@ -1,0 +1,120 @@
+r"""What every model of the catalogue shares: Pyro registration, the data plate, generation.
+
+A catalogue model is an ``nn.Module`` with a Pyro ``model(x=None, y=None)`` and
+``guide(x=None, y=None)``:
+
+* ``x`` is the batch, ``y`` optional labels or conditions (unconditional models ignore it).
+* With ``x=None`` the model *generates*: the observed site is sampled instead of scored, one
+  datapoint per row of ``y`` (or a single one), so ``pyro.infer.Predictive(model,
+  num_samples=S)(None)`` draws from the prior predictive.
+* Model and guide register the module's parameters with Pyro (``pyro.module``) under a name
+  unique to the instance, so plain ``pyro.infer.SVI`` with any ``pyro.optim`` optimizer trains
+  the model, and two models never share parameters.
+  :func:`pyro_vaes.fit` collects the same parameters from the module and steps one optimizer over
+  them; registration is skipped while it runs (:func:`parameters_managed`).
+
+``encode``, ``decode``, ``sample`` and ``reconstruct`` give the pictures and the report what they
+need, in the space of the codes that ``encode`` returns.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import pyro
+import torch
+from torch import nn
+
+__all__ = ["BaseModel", "data_event_dim", "parameters_managed"]
+
+_names = itertools.count()
+_managed: ContextVar[bool] = ContextVar("pyro_vaes_parameters_managed", default=False)
+
+
+@contextmanager
+def parameters_managed() -> Iterator[None]:
+    """Within this context the models do not register their parameters with Pyro's parameter
+    store: the caller (:func:`pyro_vaes.fit`) has collected and optimises them itself."""
+    token = _managed.set(True)
+    try:
+        yield
+    finally:
+        _managed.reset(token)
+
+
+def data_event_dim(params: torch.Tensor, code: torch.Tensor, code_event_dim: int) -> int:
+    """The number of data dims in decoder output ``params``, from the code it was decoded from:
+    ``params`` has the code's batch dims (particles, datapoints) followed by the data dims."""
+    return params.dim() - (code.dim() - code_event_dim)
+
+
+class BaseModel(nn.Module):
+    """Base of the catalogue's models (see the module docstring).
+
+    Subclasses implement :meth:`model`, :meth:`guide`, :meth:`encode`, :meth:`decode` and
+    :meth:`sample`, and declare their :attr:`latent_sites`.
+    """
+
+    #: the guide's latent sample sites, in order
+    latent_sites: tuple[str, ...] = ("z",)
+    #: the model's observed site
+    observed_site: str = "x"
+
+    _pyro_name: str | None = None
+    _pyro_owner: int | None = None
+
+    @property
+    def pyro_name(self) -> str:
+        """The name under which this instance registers with Pyro's parameter store: unique in
+        the process (a copy of the module gets a name of its own)."""
+        if self._pyro_name is None or self._pyro_owner != id(self):
+            self._pyro_name = f"{type(self).__name__}{next(_names)}"
+            self._pyro_owner = id(self)
+        return self._pyro_name
+
+    def register_with_pyro(self) -> None:
+        """``pyro.module`` this instance, unless :func:`parameters_managed` is active."""
+        if not _managed.get():
+            pyro.module(self.pyro_name, self)
+
+    @staticmethod
+    def data_plate(x: torch.Tensor | None, y: torch.Tensor | None = None) -> pyro.plate:
+        """The plate of the datapoints: one per row of ``x``, else of ``y``, else one."""
+        size = x.shape[0] if x is not None else y.shape[0] if y is not None else 1
+        return pyro.plate("data", size)
+
+    def require_x(self, x: torch.Tensor | None) -> torch.Tensor:
+        """``x``, or a clear error for a guide called without data."""
+        if x is None:
+            raise ValueError(
+                f"{type(self).__name__}.guide needs the data x: the posterior q(z | x) is "
+                "amortised over x (to generate, run the model alone with x=None)"
+            )
+        return x
+
+    def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        raise NotImplementedError
+
+    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """A point code per datapoint, ``(N, code_dim)`` (the posterior mean, or its
+        counterpart)."""
+        raise NotImplementedError
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """The likelihood's mean at each code (as returned by :meth:`encode`)."""
+        raise NotImplementedError
+
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` decoded draws from the prior (likelihood means, for pictures)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoded code of each datapoint."""
+        return self.decode(self.encode(x))
