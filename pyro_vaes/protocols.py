@@ -106,6 +106,11 @@ class GenerativeModel(Protocol):
     latent_sites: tuple[str, ...]
     observed_site: str
 
+    @property
+    def geometry(self) -> Any:
+        """The geometry of the codes (:mod:`pyro_vaes.distributions.geometry`)."""
+        ...
+
     def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None: ...
 
     def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None: ...

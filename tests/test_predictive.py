@@ -39,7 +39,7 @@ def test_groups_dims_shapes_and_netcdf_round_trip(trained, digits, tmp_path):
         "prior_predictive",
     }
     z = idata["posterior"]["z"]
-    assert z.dims == ("chain", "draw", "datapoint", "latent") and z.shape == (1, 7, 30, 4)
+    assert z.dims == ("chain", "draw", "datapoint", "z_dim") and z.shape == (1, 7, 30, 4)
     image_dims = ("chain", "draw", "datapoint", "channel", "row", "col")
     for group in ("posterior_predictive", "prior_predictive"):
         assert idata[group]["x"].dims == image_dims and idata[group]["x"].shape == (

@@ -11,6 +11,7 @@ import torch
 
 import pyro_vaes as pv
 from pyro_vaes.objectives import CapacityELBO
+from pyro_vaes.protocols import GenerativeModel
 from pyro_vaes.train.callbacks import Callback, FitState
 
 
@@ -63,8 +64,8 @@ def test_every_variant_runs_on_the_device(digits, name, device):
     idata = pv.posterior_predictive(model.model, model.guide, x, 2)  # msssim_vae: from its
     assert idata["posterior_predictive"]["x"].shape[:3] == (1, 2, 10)  # likelihood part
     codes = model.encode(x.to(device))
-    geo = pv.geometry.of(getattr(model, "prior", None))
-    path = pv.geometry.interpolate(geo, codes[0], codes[1], 4)
+    assert isinstance(model, GenerativeModel)
+    path = pv.geometry.interpolate(model.geometry, codes[0], codes[1], 4)
     assert path.device.type == device and model.sample(3).shape == (3, *digits.shape)
 
 

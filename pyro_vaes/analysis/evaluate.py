@@ -28,11 +28,21 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pyro_vaes.data import as_tensor, batches, check_finite
+from pyro_vaes.data.batch import (
+    Batch,
+    accepting,
+    as_batch,
+    call_args,
+    num_datapoints,
+    select,
+    to_device,
+)
+from pyro_vaes.models.base import parameters_managed
 from pyro_vaes.objectives.importance import log_weights, plate_layout
-from pyro_vaes.train.fit import owners
+from pyro_vaes.train.structure import owners
 
 __all__ = [
+    "Evaluation",
     "Scores",
     "check_positive",
     "elbo",
@@ -50,21 +60,46 @@ def check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluating` hands out: the whole data as one checked batch, the models'
+    device, and model and guide taking the inputs the data carries."""
+
+    data: Batch
+    device: torch.device
+    model: Callable[..., Any]
+    guide: Callable[..., Any]
+
+    @property
+    def size(self) -> int:
+        return num_datapoints(self.data)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[tuple, dict[str, torch.Tensor]]]:
+        """``(args, kwargs)`` of the model calls on consecutive batches, on the device."""
+        for start in range(0, self.size, batch_size):
+            part = select(self.data, slice(start, start + batch_size))
+            yield call_args(to_device(part, self.device))
+
+
 @contextmanager
 def evaluating(
     model: Callable[..., Any], guide: Callable[..., Any], data: Any
-) -> Iterator[tuple[torch.Tensor, torch.device]]:
-    """The data as a checked tensor and the models' device, with the models in eval mode for
-    the duration (their modes restored afterwards)."""
+) -> Iterator[Evaluation]:
+    """The data as a checked batch (``x``, or ``(x, y)``, a dict, a Dataset: see
+    :mod:`pyro_vaes.data.batch`), with the models in eval mode for the duration (their modes
+    restored afterwards) and their parameters left out of Pyro's parameter store."""
     mods = owners(model, guide)
     device = next((p.device for m in mods for p in m.parameters()), torch.device("cpu"))
-    x_all = as_tensor(data)
-    check_finite(x_all)
+    batch = as_batch(data)
+    ev = Evaluation(
+        batch, device, accepting(model, batch, "model"), accepting(guide, batch, "guide")
+    )
     modes = [m.training for m in mods]
     for m in mods:
         m.eval()
     try:
-        yield x_all, device
+        with parameters_managed():
+            yield ev
     finally:
         for m, mode in zip(mods, modes, strict=True):
             m.train(mode)
@@ -93,25 +128,27 @@ def scores(
     """Importance-sampled log-likelihood, ELBO and reconstruction error of every datapoint, from
     the same ``num_samples`` draws of the guide per datapoint.
 
-    :param data: a tensor, ``(x, y)`` pair or Dataset (labels are ignored).
+    :param data: a tensor, an ``(x, y)`` pair, a dict batch or a Dataset; the model and guide
+        receive the inputs they take (:mod:`pyro_vaes.data.batch`).
     :param num_samples: :math:`K` draws per datapoint.
     :param chunk_size: draws evaluated at once (memory grows with ``chunk_size * batch_size``).
     :param batch_size: datapoints evaluated at once.
     """
     check_positive(num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size)
     out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    with evaluating(model, guide, data) as (x_all, device):
-        nesting, data_dim = plate_layout(model, guide, (x_all[:batch_size].to(device),), {})
-        total = math.ceil(x_all.shape[0] / batch_size) * math.ceil(num_samples / chunk_size)
+    with evaluating(model, guide, data) as ev:
+        model, guide = ev.model, ev.guide
+        nesting, data_dim = plate_layout(model, guide, *next(ev.batches(batch_size)))
+        total = math.ceil(ev.size / batch_size) * math.ceil(num_samples / chunk_size)
         with tqdm(total=total, disable=not progress, unit="chunk") as bar:
-            for x in batches(x_all, batch_size):
-                x = x.to(device)
+            for args, kwargs in ev.batches(batch_size):
+                x = args[0]
                 lse = x.new_full((x.shape[0],), -math.inf)
                 sum_w = x.new_zeros(x.shape[0])
                 sum_lik = x.new_zeros(x.shape[0])
                 for start in range(0, num_samples, chunk_size):
                     n = min(chunk_size, num_samples - start)
-                    log_w, log_lik = log_weights(model, guide, (x,), {}, n, nesting, data_dim)
+                    log_w, log_lik = log_weights(model, guide, args, kwargs, n, nesting, data_dim)
                     lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
                     sum_w += log_w.sum(0)
                     sum_lik += log_lik.sum(0)

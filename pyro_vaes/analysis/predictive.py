@@ -10,7 +10,8 @@ For each datapoint :math:`x_n` and draw :math:`s = 1..S`:
 and from the prior :math:`\tilde z_{sn} \sim p(z)`, :math:`\tilde x_{sn} \sim p(x \mid \tilde
 z_{sn})`. The groups:
 
-* ``posterior``: the latent, dims ``(chain, draw, datapoint, latent)``;
+* ``posterior``: every latent site of the guide (or those asked for), each flattened per
+  datapoint, dims ``(chain, draw, datapoint, <site>_dim)``;
 * ``posterior_predictive`` and ``observed_data``: the replicated and the observed data, the data's
   own dims after ``datapoint`` (``channel, row, col`` for images, ``feature`` for vectors);
 * ``log_likelihood``: :math:`\ell_{sn}`, ``(chain, draw, datapoint)``;
@@ -35,7 +36,8 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import arviz as az
@@ -46,7 +48,6 @@ from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
 from pyro_vaes.analysis.evaluate import check_positive, evaluating
-from pyro_vaes.data import batches
 from pyro_vaes.objectives.importance import (
     particle_traces,
     plate_layout,
@@ -54,7 +55,7 @@ from pyro_vaes.objectives.importance import (
     weights_from_traces,
 )
 
-__all__ = ["data_dims", "log_marginal", "posterior_predictive"]
+__all__ = ["data_dims", "latent_sites", "log_marginal", "posterior_predictive"]
 
 
 def data_dims(event_shape: tuple[int, ...]) -> list[str]:
@@ -66,12 +67,18 @@ def data_dims(event_shape: tuple[int, ...]) -> list[str]:
     return [f"x_dim_{i}" for i in range(len(event_shape))]
 
 
-def _first_latent(guide_tr: Any) -> str:
+def latent_sites(guide_tr: Any) -> list[str]:
+    """The guide's latent sample sites, in the order they were drawn."""
     sites: dict[str, Any] = prune_subsample_sites(guide_tr).nodes
-    for name, site in sites.items():
-        if site["type"] == "sample" and not site["is_observed"]:
-            return name
-    raise ValueError("the guide has no latent sample site")
+    names = [n for n, s in sites.items() if s["type"] == "sample" and not s["is_observed"]]
+    if not names:
+        raise ValueError("the guide has no latent sample site")
+    return names
+
+
+def _per_datapoint(value: torch.Tensor, n: int, b: int) -> torch.Tensor:
+    """A site's draws ``(n, b, ...)`` flattened to ``(n, b, d)`` (``d = 1`` for scalars)."""
+    return value.expand(n, b, *value.shape[2:]).reshape(n, b, -1).cpu()
 
 
 @torch.no_grad()
@@ -81,7 +88,7 @@ def posterior_predictive(
     data: Any,
     num_samples: int = 100,
     *,
-    latent: str | None = None,
+    latent: str | Sequence[str] | None = None,
     observed: str = "x",
     batch_size: int = 100,
     prior: bool = True,
@@ -90,68 +97,94 @@ def posterior_predictive(
     """Posterior (and prior) predictive draws for every datapoint of ``data``; see the module
     docstring for the groups.
 
-    :param data: a tensor, ``(x, y)`` pair or Dataset (labels are ignored).
+    :param data: a tensor, an ``(x, y)`` pair, a dict batch or a Dataset; the model and guide
+        receive the inputs they take (:mod:`pyro_vaes.data.batch`), and inputs besides ``x`` go
+        to the ``constant_data`` group.
     :param num_samples: :math:`S` draws per datapoint.
-    :param latent: the latent site to record (default: the guide's first sample site).
+    :param latent: the latent site(s) to record (default: every latent site of the guide, each a
+        variable of its own with dims ``(chain, draw, datapoint, <site>_dim)``).
     :param observed: the observed site (the model must observe the batch there, inside a plate).
     :param batch_size: datapoints drawn at once (memory grows with ``num_samples * batch_size``).
     :param prior: add the ``prior`` and ``prior_predictive`` groups.
     :param progress: show a progress bar over the batches.
     """
     check_positive(num_samples=num_samples, batch_size=batch_size)
-    parts: dict[str, list[torch.Tensor]] = {
-        k: [] for k in ("z", "x_rep", "log_lik", "log_w", "z_prior", "x_prior")
-    }
-    with evaluating(model, guide, data) as (x_all, device):
-        nesting, data_dim = plate_layout(model, guide, (x_all[:batch_size].to(device),), {})
-        steps = math.ceil(x_all.shape[0] / batch_size)
-        for x in tqdm(batches(x_all, batch_size), total=steps, disable=not progress, unit="batch"):
-            x = x.to(device)
+    wanted = [latent] if isinstance(latent, str) else list(latent) if latent is not None else None
+    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+    with evaluating(model, guide, data) as ev:
+        model, guide = ev.model, ev.guide
+        nesting, data_dim = plate_layout(model, guide, *next(ev.batches(batch_size)))
+        steps = math.ceil(ev.size / batch_size)
+        for args, kwargs in tqdm(
+            ev.batches(batch_size), total=steps, disable=not progress, unit="batch"
+        ):
+            x = args[0]
             n, b = num_samples, x.shape[0]
-            model_tr, guide_tr = particle_traces(model, guide, (x,), {}, n, nesting)
-            latent = latent if latent is not None else _first_latent(guide_tr)
-            for site, owner, trace in ((latent, "guide", guide_tr), (observed, "model", model_tr)):
-                if site not in trace.nodes:
-                    raise ValueError(f"the {owner} has no site {site!r}")
+            model_tr, guide_tr = particle_traces(model, guide, args, kwargs, n, nesting)
+            if wanted is None:
+                wanted = latent_sites(guide_tr)
+            for site in wanted:
+                if site not in guide_tr.nodes:
+                    raise ValueError(f"the guide has no site {site!r}")
+            if observed not in model_tr.nodes:
+                raise ValueError(f"the model has no site {observed!r}")
             obs = model_tr.nodes[observed]
             if not obs["is_observed"]:
                 raise ValueError(f"the model's site {observed!r} is not observed")
             log_w, log_lik = weights_from_traces(model_tr, guide_tr, n, b, nesting, data_dim)
             parts["log_w"].append(log_w.cpu())
             parts["log_lik"].append(log_lik.cpu())
-            parts["z"].append(guide_tr.nodes[latent]["value"].reshape(n, b, -1).cpu())
             parts["x_rep"].append(obs["fn"].sample().reshape(n, *x.shape).cpu())
+            for site in wanted:
+                parts[f"posterior.{site}"].append(
+                    _per_datapoint(guide_tr.nodes[site]["value"], n, b)
+                )
             if prior:
                 unconditioned = poutine.uncondition(vectorised(model, n, nesting))
-                prior_tr: Any = poutine.trace(unconditioned).get_trace(x)
-                parts["z_prior"].append(prior_tr.nodes[latent]["value"].reshape(n, b, -1).cpu())
+                prior_tr: Any = poutine.trace(unconditioned).get_trace(*args, **kwargs)
                 parts["x_prior"].append(
                     prior_tr.nodes[observed]["value"].reshape(n, *x.shape).cpu()
                 )
+                for site in wanted:
+                    if site in prior_tr.nodes:
+                        parts[f"prior.{site}"].append(
+                            _per_datapoint(prior_tr.nodes[site]["value"], n, b)
+                        )
+        inputs = {k: v.cpu().numpy() for k, v in ev.data.items()}
+    assert wanted is not None
 
     def cat(key: str) -> np.ndarray:
         return torch.cat(parts[key], dim=1).unsqueeze(0).numpy()  # leading chain dim
 
+    x_all = inputs.pop("x")
     event = tuple(x_all.shape[1:])
     xdims = ["datapoint", *data_dims(event)]
-    zdims = ["datapoint", "latent"]
-    z = cat("z")
-    coords = {
+    coords: dict[str, Any] = {
         "datapoint": np.arange(x_all.shape[0]),
-        "latent": np.arange(z.shape[-1]),
         **{d: np.arange(s) for d, s in zip(xdims[1:], event, strict=True)},
     }
+    dims: dict[str, list[str]] = {observed: xdims, "log_weight": ["datapoint"]}
+    posterior, prior_group = {}, {}
+    for site in wanted:
+        posterior[site] = cat(f"posterior.{site}")
+        dims[site] = ["datapoint", f"{site}_dim"]
+        coords[f"{site}_dim"] = np.arange(posterior[site].shape[-1])
+        if parts[f"prior.{site}"]:
+            prior_group[site] = cat(f"prior.{site}")
+    for key, value in inputs.items():
+        dims[key] = ["datapoint", *(f"{key}_dim_{i}" for i in range(value.ndim - 1))]
     groups: dict[str, Any] = {
-        "posterior": {latent: z},
+        "posterior": posterior,
         "posterior_predictive": {observed: cat("x_rep")},
         "log_likelihood": {observed: cat("log_lik")},
         "sample_stats": {"log_weight": cat("log_w")},
-        "observed_data": {observed: x_all.cpu().numpy()},
+        "observed_data": {observed: x_all},
     }
+    if inputs:
+        groups["constant_data"] = inputs
     if prior:
-        groups["prior"] = {latent: cat("z_prior")}
+        groups["prior"] = prior_group
         groups["prior_predictive"] = {observed: cat("x_prior")}
-    dims = {str(latent): zdims, observed: xdims, "log_weight": ["datapoint"]}
     return az.from_dict(**groups, coords=coords, dims=dims)
 
 

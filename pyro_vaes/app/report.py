@@ -88,8 +88,7 @@ def _codes(model: Any, x: torch.Tensor) -> torch.Tensor:
 
 def _image_pictures(model: Any, splits: Splits, page: _Page) -> None:
     out, x = page.out, splits.x_test
-    geo = geometry.of(getattr(model, "prior", None))
-    decode = model.likelihood.mean
+    geo = model.geometry
     page.heading("Samples and reconstructions")
     page.figure(plots.save_image_grid(model.sample(64), out / "samples.png"), "samples from p(z)")
     both = torch.cat([x[:16], model.reconstruct(x[:16])])
@@ -104,14 +103,14 @@ def _image_pictures(model: Any, splits: Splits, page: _Page) -> None:
     page.heading("Latent traversals and interpolations")
     page.figure(
         plots.save_image_grid(
-            decode(model.decoder(walk.reshape(-1, z.shape[1]))), out / "traversals.png", ncol=9
+            model.decode(walk.reshape(-1, z.shape[1])), out / "traversals.png", ncol=9
         ),
         f"traversals from a test image's code: one row per latent dimension (first {dims}), "
         f"moving {values[0]:.1f} to {values[-1]:.1f} along it ({geo.name} geometry)",
     )
     path = torch.cat([geometry.interpolate(geo, z[2 * i], z[2 * i + 1], 10) for i in range(4)])
     page.figure(
-        plots.save_image_grid(decode(model.decoder(path)), out / "interpolations.png", ncol=10),
+        plots.save_image_grid(model.decode(path), out / "interpolations.png", ncol=10),
         f"interpolations between pairs of test codes along {geo.name} geodesics",
     )
 
@@ -138,10 +137,14 @@ def _checks(
     except ValueError as err:  # e.g. a model whose data term is a factor, not a likelihood
         page.text(f"not available for this model: {err}")
         return
-    latent = str(next(iter(idata["posterior"].data_vars)))
-    page.text(f"az.summary of the latent {latent!r} of the first three test datapoints:")
-    summary = az.summary(idata, var_names=[latent], coords={"datapoint": [0, 1, 2]}, kind="stats")
-    page.table(summary)
+    for latent in map(str, idata["posterior"].data_vars):
+        dim = f"{latent}_dim"
+        shown = {"datapoint": [0, 1, 2], dim: list(range(min(idata["posterior"].sizes[dim], 4)))}
+        page.text(
+            f"az.summary of the latent {latent!r} (first {len(shown[dim])} dims) of the first "
+            "three test datapoints:"
+        )
+        page.table(az.summary(idata, var_names=[latent], coords=shown, kind="stats"))
     idata.to_netcdf(str(out / "predictive.nc"))
     image = len(splits.shape) == 3
     if image:

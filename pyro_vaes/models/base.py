@@ -28,6 +28,8 @@ import pyro
 import torch
 from torch import nn
 
+from pyro_vaes.distributions.geometry import Euclidean, Geometry
+
 __all__ = ["BaseModel", "data_event_dim", "parameters_managed"]
 
 _names = itertools.count()
@@ -94,6 +96,12 @@ class BaseModel(nn.Module):
                 "amortised over x (to generate, run the model alone with x=None)"
             )
         return x
+
+    @property
+    def geometry(self) -> Geometry:
+        """The geometry of the codes that :meth:`encode` returns (for traversals and
+        interpolations): Euclidean unless the model says otherwise."""
+        return Euclidean()
 
     def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
         raise NotImplementedError

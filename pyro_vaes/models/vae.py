@@ -10,6 +10,8 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from pyro_vaes.distributions.geometry import Geometry
+from pyro_vaes.distributions.geometry import of as geometry_of
 from pyro_vaes.likelihoods import Likelihood
 from pyro_vaes.models.base import BaseModel, data_event_dim
 
@@ -103,6 +105,11 @@ class VAE(BaseModel):
             h = self.encoder(x)
             with self._kl_weight():
                 pyro.sample("z", self.posterior(h))
+
+    @property
+    def geometry(self) -> Geometry:
+        """The prior's geometry (straight lines, great circles, geodesics of the ball)."""
+        return geometry_of(self.prior)
 
     @torch.no_grad()
     def decode(self, code: torch.Tensor) -> torch.Tensor:
