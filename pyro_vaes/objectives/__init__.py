@@ -1,5 +1,7 @@
 """Objectives beyond Pyro's own ELBOs; each is a ``pyro.infer.ELBO`` usable with ``SVI`` and
-:func:`pyro_vaes.fit`."""
+:func:`pyro_vaes.fit`. All of them take the terms of a draw from
+:mod:`pyro_vaes.objectives.terms`, with one rule for scales and masks: a site's term, or what an
+objective puts in its place, is weighed by that site's ``scale`` and ``mask``."""
 
 from pyro_vaes.objectives.adversarial import (
     AdversarialAE,

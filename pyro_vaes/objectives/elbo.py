@@ -1,4 +1,6 @@
-"""The evidence lower bound with closed-form KL terms where they are registered."""
+"""The evidence lower bound with closed-form KL terms where they are registered, and the traces
+and mixin the other objectives share. The terms and their scale/mask rule are in
+:mod:`pyro_vaes.objectives.terms`."""
 
 from __future__ import annotations
 
@@ -8,10 +10,10 @@ from typing import Any
 import pyro.infer
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites
-from torch.distributions import kl_divergence
+
+from pyro_vaes.objectives.terms import kl, latent_site, log_likelihood, negative_elbo, weigh
 
 __all__ = ["ELBO", "DifferentiableObjective", "negative_elbo", "reconstruction_and_kl", "traces"]
 
@@ -27,61 +29,14 @@ def traces(
     return model_tr, guide_tr
 
 
-def _scaled_sum(site: Any, value: torch.Tensor) -> torch.Tensor:
-    return scale_and_mask(value, site["scale"], site["mask"]).sum()
-
-
-def negative_elbo(model_tr: Trace, guide_tr: Trace) -> torch.Tensor:
-    r""":math:`-\mathrm{ELBO}` of one draw: minus the observed log densities, plus for each latent
-    site :math:`\mathrm{KL}(q\,\|\,p)` in closed form where registered, else
-    :math:`\log q(z) - \log p(z)` at the drawn :math:`z`. Scales and masks (``poutine.scale``,
-    ``poutine.mask``) apply to each term."""
-    model_sites: dict[str, Any] = model_tr.nodes
-    guide_sites: dict[str, Any] = guide_tr.nodes
-    loss = torch.zeros(())
-    for name, site in model_sites.items():
-        if site["type"] != "sample":
-            continue
-        fn, value = site["fn"], site["value"]
-        if site["is_observed"]:
-            loss = loss - _scaled_sum(site, fn.log_prob(value))
-            continue
-        q = guide_sites[name]
-        if not q["fn"].has_rsample:
-            raise ValueError(
-                f"latent site {name!r} is not reparameterisable ({type(q['fn']).__name__}); "
-                "use pyro.infer.Trace_ELBO or TraceGraph_ELBO, which add score-function terms"
-            )
-        try:
-            loss = loss + _scaled_sum(q, kl_divergence(q["fn"], fn))
-        except NotImplementedError:
-            loss = (
-                loss
-                + _scaled_sum(q, q["fn"].log_prob(value))
-                - _scaled_sum(site, fn.log_prob(value))
-            )
-    for name, q in guide_sites.items():  # auxiliary guide sites: their entropy term
-        if q["type"] == "sample" and name not in model_sites:
-            loss = loss + _scaled_sum(q, q["fn"].log_prob(q["value"]))
-    return loss
-
-
 def reconstruction_and_kl(
     model_tr: Trace, guide_tr: Trace, latent: str = "z"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The observed log densities summed over the batch, and the per-datapoint KL of ``latent``
-    (closed form where registered, else the one-draw estimate :math:`\log q(z) - \log p(z)`)."""
-    sites: dict[str, Any] = model_tr.nodes
-    q: Any = guide_tr.nodes[latent]
-    recon = torch.zeros(())
-    for s in sites.values():
-        if s["type"] == "sample" and s["is_observed"]:
-            recon = recon + s["fn"].log_prob(s["value"]).sum()
-    try:
-        kl = kl_divergence(q["fn"], sites[latent]["fn"])
-    except NotImplementedError:
-        kl = q["fn"].log_prob(q["value"]) - sites[latent]["fn"].log_prob(q["value"])
-    return recon, kl
+    r"""The observed log densities summed over the batch, and the KL of ``latent`` per datapoint
+    (closed form where registered, else the one-draw estimate :math:`\log q(z) - \log p(z)`),
+    each weighed by its site's scale and mask (:mod:`pyro_vaes.objectives.terms`)."""
+    site = latent_site(model_tr, guide_tr, latent)
+    return log_likelihood(model_tr), weigh(site, kl(model_tr, guide_tr, latent))
 
 
 class DifferentiableObjective:
@@ -120,7 +75,10 @@ class ELBO(DifferentiableObjective, pyro.infer.ELBO):
         \mathrm{ELBO}(x) = \mathbb E_{q(z\mid x)}[\log p(x \mid z)] - \mathrm{KL}(q(z \mid x)\,\|\,p(z)),
 
     with the KL in closed form wherever ``kl_divergence`` is registered for the pair (as
-    ``TraceMeanField_ELBO``) and estimated from the draw otherwise (as ``Trace_ELBO``). It gives
+    ``TraceMeanField_ELBO``) and estimated from the draw otherwise (as ``Trace_ELBO``). Every
+    term is weighed by its site's scale and mask, as in ``Trace_ELBO``: ``poutine.scale`` on a
+    latent site (``VAE``'s ``beta``) multiplies its KL, a subsampled plate's :math:`N/B` its
+    sites' terms, and a mask removes the terms where it is false. It gives
     the same values and gradients as those two, but computes only the terms it needs and never
     reads the loss back to the host, so a CUDA step needs no synchronisation. It is the default
     objective of :func:`pyro_vaes.fit` for reparameterised guides.
