@@ -74,8 +74,9 @@ def test_iwae_bound_tightens_with_k_and_stays_below_log_px(x):
 
 def test_subsample_scale_stays_out_of_the_logsumexp(x):
     """A subsampled data plate scales log densities by N/B. Inside Pyro's RenyiELBO that scale
-    enters the log-sum-exp and the value is no longer a bound; IWAE uses the sites' own
-    densities, so its per-datapoint bound is the same with and without subsampling."""
+    enters the log-sum-exp and the value is no longer a bound; IWAE keeps it out: the
+    per-datapoint bound is the same with and without subsampling, and the loss weighs each
+    datapoint's bound by N/B (so that IWAE(1) is still Pyro's Trace_ELBO, which scales by N/B)."""
     n_total = 1000
 
     def subsampled_model(xb):
@@ -89,13 +90,25 @@ def test_subsample_scale_stays_out_of_the_logsumexp(x):
         with pyro.plate("data", n_total, subsample=torch.arange(xb.shape[0])):
             pyro.sample("z", dist.Normal(mean, 2.0 * cov.diagonal().sqrt()).to_event(1))
 
-    ours = seeded_loss(IWAE(8), subsampled_model, subsampled_guide, x)
+    factor = n_total / x.shape[0]
+    objective = IWAE(8)
+    objective.bound(subsampled_model, subsampled_guide, x)  # learns the layouts
+    objective.bound(model, rough_guide, x)
+    pyro.set_rng_seed(11)
+    ours = objective.bound(subsampled_model, subsampled_guide, x)
+    pyro.set_rng_seed(11)
+    torch.testing.assert_close(ours, objective.bound(model, rough_guide, x))
+    loss = seeded_loss(IWAE(8), subsampled_model, subsampled_guide, x)
     plain = seeded_loss(IWAE(8), model, rough_guide, x)
-    assert ours == pytest.approx(plain, rel=1e-5)
+    assert loss == pytest.approx(factor * plain, rel=1e-5)
+    one = seeded_loss(IWAE(1), subsampled_model, subsampled_guide, x)
+    pyro.set_rng_seed(11)
+    trace_elbo = pyro.infer.Trace_ELBO().loss(subsampled_model, subsampled_guide, x)
+    assert one == pytest.approx(trace_elbo, rel=1e-5)
     pyro.set_rng_seed(11)
     renyi = pyro.infer.RenyiELBO(alpha=0, num_particles=8, vectorize_particles=True)
-    scaled = renyi.loss(subsampled_model, subsampled_guide, x) * x.shape[0] / n_total
-    assert abs(scaled - ours) > 1.0  # the scale inside the logsumexp changed the value
+    scaled = renyi.loss(subsampled_model, subsampled_guide, x)
+    assert abs(scaled - loss) > factor  # the scale inside the logsumexp changed the value
 
 
 def test_fit_with_iwae_and_miwae(digits, small_vae):

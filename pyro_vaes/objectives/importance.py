@@ -3,10 +3,21 @@ evaluation.
 
 With :math:`n` draws :math:`z_k \sim q(z \mid x)` taken at once in a particle plate outside the
 model's plates, ``log_weights`` returns :math:`\log w_k = \log p(x, z_k) - \log q(z_k \mid x)`
-for every particle and datapoint, ``(n, B)``, and :math:`\log p(x \mid z_k)`. Each site's log
-density is summed over every dim but the particle dim and the data plate's dim. The densities are
-the sites' own: ``poutine.scale`` factors (a subsampled plate's N/B, beta) stay out, so they never
-enter a log-sum-exp.
+for every particle and datapoint, ``(n, B)``, and :math:`\log p(x \mid z_k)`, from the terms of
+:mod:`pyro_vaes.objectives.terms` (log densities at the draws, no closed forms; an auxiliary guide
+site adds :math:`-\log q(a)`, as in Pyro's ``Importance``). Each site's log density is summed over
+every dim but the particle dim and the data plate's dim.
+
+Two weightings:
+
+* ``scaled=False`` (the default, for the evaluation): the model's and the guide's own densities,
+  no ``poutine.scale`` and no ``poutine.mask``: a property of the model, not of a training
+  objective.
+* ``scaled=True`` (IWAE and MIWAE): the rule of the ELBO inside the log weight -- a latent site's
+  scale (beta) multiplies its :math:`\log p(z) - \log q(z)`, a mask removes terms -- so that
+  the one-draw bound is the (beta-)ELBO. Only the data plate's subsample factor :math:`N/B`
+  (:func:`data_plate_factor`) is kept out: inside a log-sum-exp it would turn the bound into
+  something that bounds nothing, so the objectives weigh each datapoint's bound by it instead.
 """
 
 from __future__ import annotations
@@ -18,13 +29,16 @@ import pyro
 import torch
 
 from pyro_vaes.objectives.elbo import traces
+from pyro_vaes.objectives.terms import log_density_terms, unweighted, weigh
 
 __all__ = [
     "batch_size",
+    "data_plate_factor",
     "log_weights",
     "particle_traces",
     "per_datapoint",
     "plate_layout",
+    "subsample_factor",
     "vectorised",
     "weights_from_traces",
 ]
@@ -108,29 +122,67 @@ def log_weights(
     n: int,
     nesting: int,
     data_dim: int,
+    *,
+    scaled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log w, log p(x | z))``, each ``(n, B)``, from ``n`` vectorised draws of the guide."""
+    """``(log w, log p(x | z))``, each ``(n, B)``, from ``n`` vectorised draws of the guide
+    (``scaled``: as in :func:`weights_from_traces`)."""
     model_tr, guide_tr = particle_traces(model, guide, args, kwargs, n, nesting)
-    return weights_from_traces(model_tr, guide_tr, n, batch_size(args, kwargs), nesting, data_dim)
+    b = batch_size(args, kwargs)
+    return weights_from_traces(model_tr, guide_tr, n, b, nesting, data_dim, scaled=scaled)
+
+
+def data_plate_factor(site: Any, data_dim: int) -> float:
+    """The subsample factor :math:`N/B` of the data plate (dim ``data_dim``) on ``site``: 1 where
+    the site is outside it or the plate is not subsampled."""
+    for frame in site["cond_indep_stack"]:
+        if frame.dim == data_dim and frame.full_size is not None:
+            return frame.full_size / frame.size
+    return 1.0
+
+
+def subsample_factor(model_tr: Any, data_dim: int) -> float:
+    """The data plate's subsample factor :math:`N/B` in a model trace (1 without subsampling):
+    the weight of each datapoint's bound, applied outside the log-sum-exp."""
+    for site in model_tr.nodes.values():
+        if site["type"] == "sample" and site["is_observed"]:
+            factor = data_plate_factor(site, data_dim)
+            if factor != 1.0:
+                return factor
+    return 1.0
+
+
+def _inside(data_dim: int) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    """The scale/mask rule without the data plate's subsample factor."""
+
+    def weigh_inside(site: Any, value: torch.Tensor) -> torch.Tensor:
+        return weigh(site, value, factor_out=data_plate_factor(site, data_dim))
+
+    return weigh_inside
 
 
 def weights_from_traces(
-    model_tr: Any, guide_tr: Any, n: int, b: int, nesting: int, data_dim: int
+    model_tr: Any,
+    guide_tr: Any,
+    n: int,
+    b: int,
+    nesting: int,
+    data_dim: int,
+    *,
+    scaled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log w, log p(x | z))``, each ``(n, B)``, from :func:`particle_traces`."""
+    """``(log w, log p(x | z))``, each ``(n, B)``, from :func:`particle_traces`.
+
+    ``scaled=False`` (the evaluation): the model's and guide's own densities, no scale, no mask.
+    ``scaled=True`` (the training bounds): each log density weighed by its site's scale and mask,
+    as in the ELBO, but for the data plate's subsample factor, which stays outside."""
     rank = nesting + 1
+    weight = _inside(data_dim) if scaled else unweighted
     log_w = torch.zeros(())
     log_lik = torch.zeros(())
-    model_sites: dict[str, Any] = model_tr.nodes
-    guide_sites: dict[str, Any] = guide_tr.nodes
-    for name, site in model_sites.items():
-        if site["type"] != "sample":
-            continue
-        lp = per_datapoint(site["fn"].log_prob(site["value"]), rank, data_dim, n, b)
+    for t in log_density_terms(model_tr, guide_tr, weight).values():
+        lp = -per_datapoint(t.loss, rank, data_dim, n, b)
         log_w = log_w + lp
-        if site["is_observed"]:
+        if t.kind == "observed":
             log_lik = log_lik + lp
-        else:
-            g = guide_sites[name]
-            log_w = log_w - per_datapoint(g["fn"].log_prob(g["value"]), rank, data_dim, n, b)
     return log_w.expand(n, b), log_lik.expand(n, b)

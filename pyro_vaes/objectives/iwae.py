@@ -10,7 +10,13 @@ import pyro.infer
 import torch
 
 from pyro_vaes.objectives.elbo import DifferentiableObjective
-from pyro_vaes.objectives.importance import log_weights, plate_layout
+from pyro_vaes.objectives.importance import (
+    batch_size,
+    particle_traces,
+    plate_layout,
+    subsample_factor,
+    weights_from_traces,
+)
 
 __all__ = ["IWAE", "MIWAE"]
 
@@ -33,9 +39,16 @@ class MIWAE(DifferentiableObjective, pyro.infer.RenyiELBO):
     :math:`M` draws. All :math:`M K` draws are taken at once in a particle plate.
 
     It is a ``RenyiELBO`` with :math:`\alpha = 0` that also has ``differentiable_loss``, with two
-    differences from Pyro's: the bound is computed per datapoint from the sites' own densities,
-    so a subsampled plate's scale (or beta) never enters the log-sum-exp, where it would turn the
-    bound into something that bounds nothing; and nothing is read back to the host.
+    differences from Pyro's: the bound is computed per datapoint, and a subsampled data plate's
+    :math:`N/B` weighs each datapoint's bound instead of entering the log-sum-exp, where it would
+    turn the bound into something that bounds nothing; and nothing is read back to the host.
+
+    Scales and masks: inside the log weight every log density is weighed by its site's scale and
+    mask, as in the ELBO (:mod:`pyro_vaes.objectives.terms`; ``scaled=True`` in
+    :func:`~pyro_vaes.objectives.importance.weights_from_traces`): ``beta`` multiplies the
+    latent site's :math:`\log p(z) - \log q(z)`, so ``IWAE(1)`` on a model with ``beta = b`` is
+    the beta-ELBO, and a mask removes the masked terms from the weight. (The evaluation uses the
+    model's own densities instead.)
 
     :param m: :math:`M`, the number of bounds averaged.
     :param k: :math:`K`, the draws inside each bound.
@@ -53,22 +66,34 @@ class MIWAE(DifferentiableObjective, pyro.infer.RenyiELBO):
         self.m, self.k = m, k
         self._layouts: dict[tuple, tuple[int, int]] = {}
 
-    def bound(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> torch.Tensor:
-        """The bound of every datapoint of the batch ``model(*args, **kwargs)``, shape ``(B,)``."""
+    def _bound(
+        self, model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
+    ) -> tuple[torch.Tensor, float]:
+        """The bounds ``(B,)`` and the data plate's subsample factor :math:`N/B`."""
         key = (model, guide, _shapes(args), _shapes(tuple(kwargs.values())), tuple(kwargs))
         if key not in self._layouts:  # one extra trace per model, not per step
             self._layouts[key] = plate_layout(model, guide, args, kwargs)
         nesting, data_dim = self._layouts[key]
-        log_w, _ = log_weights(model, guide, args, kwargs, self.m * self.k, nesting, data_dim)
+        n, b = self.m * self.k, batch_size(args, kwargs)
+        model_tr, guide_tr = particle_traces(model, guide, args, kwargs, n, nesting)
+        log_w, _ = weights_from_traces(model_tr, guide_tr, n, b, nesting, data_dim, scaled=True)
         log_w = log_w.reshape(self.m, self.k, -1)
-        return (torch.logsumexp(log_w, dim=1) - math.log(self.k)).mean(0)
+        bound = (torch.logsumexp(log_w, dim=1) - math.log(self.k)).mean(0)
+        return bound, subsample_factor(model_tr, data_dim)
+
+    def bound(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """The bound of every datapoint of the batch ``model(*args, **kwargs)``, shape ``(B,)``."""
+        return self._bound(model, guide, args, kwargs)[0]
 
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        return -self.bound(model, guide, *args, **kwargs).sum()
+        """Minus the bounds summed over the batch, each weighed by the data plate's subsample
+        factor (the sum estimates the whole data set's, as the ELBO's does)."""
+        bound, factor = self._bound(model, guide, args, kwargs)
+        return -factor * bound.sum()
 
 
 class IWAE(MIWAE):
