@@ -43,13 +43,9 @@ from pyro import poutine
 from torch.nn import functional as F
 
 from pyro_vaes.nets import Discriminator
+from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
+from pyro_vaes.objectives.terms import codes, latent_site, negative_elbo, weigh
 from pyro_vaes.protocols import Adversarial
-from pyro_vaes.objectives.elbo import (
-    DifferentiableObjective,
-    negative_elbo,
-    reconstruction_and_kl,
-    traces,
-)
 
 __all__ = ["AdversarialAE", "FactorVAELoss", "VAEGANLoss", "logistic_loss", "permute_dims"]
 
@@ -65,11 +61,6 @@ def permute_dims(z: torch.Tensor, generator: torch.Generator | None = None) -> t
     b, d = z.shape
     idx = torch.argsort(torch.rand(b, d, generator=generator, device=z.device), dim=0)
     return z.gather(0, idx)
-
-
-def _codes(site: Any) -> torch.Tensor:
-    z = site["value"]
-    return z.reshape(-1, z.shape[-1])
 
 
 class _Adversarial(DifferentiableObjective, pyro.infer.ELBO, Adversarial):
@@ -89,16 +80,41 @@ class _Adversarial(DifferentiableObjective, pyro.infer.ELBO, Adversarial):
         self.adversary = Discriminator(latent_dim, hidden)
         self.weight, self.adversary_steps, self.latent = float(weight), adversary_steps, latent
 
-    def _guide_codes(self, guide: Callable[..., Any], args: tuple, kwargs: dict) -> torch.Tensor:
+    #: whether the latent's KL stays in the model's loss (FactorVAE) or the critic replaces it
+    keep_kl = True
+
+    def critic_term(self, logit: torch.Tensor) -> torch.Tensor:
+        """The model's loss on one code from the critic's logit."""
+        raise NotImplementedError
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """The ELBO's terms (the latent's KL left out unless ``keep_kl``) plus ``weight`` times
+        :meth:`critic_term` of each code, weighed per datapoint by the latent site's scale and
+        mask."""
+        model_tr, guide_tr = traces(model, guide, args, kwargs)
+        site = latent_site(model_tr, guide_tr, self.latent)
+        z = site["value"]
+        per_code = self.critic_term(self.adversary(codes(site))).reshape(z.shape[:-1])
+        rest = negative_elbo(model_tr, guide_tr, without=() if self.keep_kl else (self.latent,))
+        return rest + self.weight * weigh(site, per_code).sum()
+
+    def _guidecodes(self, guide: Callable[..., Any], args: tuple, kwargs: dict) -> torch.Tensor:
         with torch.no_grad():
             guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
-        return _codes(guide_tr.nodes[self.latent])
+        return codes(guide_tr.nodes[self.latent])
 
 
 class AdversarialAE(_Adversarial):
     r"""The adversarial autoencoder: reconstruction plus :math:`\lambda` times the generator
     loss of a critic on :math:`z` that tells prior draws from the batch's codes (module
-    docstring). The KL term is replaced by the adversary.
+    docstring). The KL term is replaced by the adversary; other sites contribute their ELBO
+    terms.
+
+    Scales and masks: the generator loss of each code is weighed by the latent site's scale and
+    mask, per datapoint (``beta = b`` makes the weight :math:`b\lambda`; ``beta = 0`` removes the
+    term); the critic's own loss is not weighed.
 
     :param latent_dim: the size of the code (``None``: taken from the first batch).
     :param lam: :math:`\lambda`, the weight of the adversarial term.
@@ -116,13 +132,11 @@ class AdversarialAE(_Adversarial):
     ) -> None:
         super().__init__(latent_dim, lam, hidden, adversary_steps, latent)
 
-    def differentiable_loss(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> torch.Tensor:
-        model_tr, guide_tr = traces(model, guide, args, kwargs)
-        recon, _ = reconstruction_and_kl(model_tr, guide_tr, self.latent)  # the KL is not used
-        z = _codes(guide_tr.nodes[self.latent])
-        return -recon + self.weight * F.softplus(-self.adversary(z)).sum()
+    keep_kl = False
+
+    def critic_term(self, logit: torch.Tensor) -> torch.Tensor:
+        """The non-saturating generator loss :math:`-\\log\\sigma(D(z))`."""
+        return F.softplus(-logit)
 
     def adversary_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
@@ -131,7 +145,7 @@ class AdversarialAE(_Adversarial):
             model_tr, guide_tr = traces(model, guide, args, kwargs)
             sites: dict[str, Any] = model_tr.nodes
             prior = sites[self.latent]["fn"].sample()
-        z = _codes(guide_tr.nodes[self.latent])
+        z = codes(guide_tr.nodes[self.latent])
         return logistic_loss(self.adversary(prior.reshape(z.shape)), self.adversary(z))
 
 
@@ -139,6 +153,11 @@ class FactorVAELoss(_Adversarial):
     r"""The FactorVAE objective: :math:`-\mathrm{ELBO} + \gamma\,\widehat{\mathrm{TC}}` with the
     total correlation from a density-ratio critic on :math:`z` against dimension-permuted codes
     (module docstring). The ELBO uses the whole batch.
+
+    Scales and masks: the ELBO is weighed as :class:`~pyro_vaes.objectives.ELBO` weighs it, and
+    each code's critic output by the latent site's scale and mask, per datapoint (``beta = b``
+    makes the weight of the TC :math:`b\gamma`; ``beta = 0`` removes it); the critic's own loss
+    is not weighed.
 
     :param latent_dim: the size of the code (``None``: taken from the first batch).
     :param gamma: :math:`\gamma`, the weight of the total correlation.
@@ -156,24 +175,21 @@ class FactorVAELoss(_Adversarial):
     ) -> None:
         super().__init__(latent_dim, gamma, hidden, adversary_steps, latent)
 
-    def differentiable_loss(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> torch.Tensor:
-        model_tr, guide_tr = traces(model, guide, args, kwargs)
-        z = _codes(guide_tr.nodes[self.latent])
-        return negative_elbo(model_tr, guide_tr) + self.weight * self.adversary(z).sum()
+    def critic_term(self, logit: torch.Tensor) -> torch.Tensor:
+        """The critic's estimate of :math:`\\log q(z) / \\bar q(z)`: the code's share of the TC."""
+        return logit
 
     def total_correlation(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         """The critic's estimate of the total correlation of the batch's codes, in nats."""
         with torch.no_grad():
-            return self.adversary(self._guide_codes(guide, args, kwargs)).mean()
+            return self.adversary(self._guidecodes(guide, args, kwargs)).mean()
 
     def adversary_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        z = self._guide_codes(guide, args, kwargs)
+        z = self._guidecodes(guide, args, kwargs)
         return logistic_loss(self.adversary(z), self.adversary(permute_dims(z)))
 
 
@@ -184,6 +200,12 @@ class VAEGANLoss(_Adversarial):
     :math:`\tilde x` and the sample are the means of the model's observation at the guide's code
     and at a prior draw. Encoder and decoder share one optimizer (Larsen et al. weight their
     updates separately).
+
+    The feature error takes the place of the observed site's :math:`-\log p(x \mid z)`; the
+    other sites contribute their ELBO terms (the latent's KL among them). Scales and masks: the
+    latent's KL is weighed as in the ELBO (``beta = b`` multiplies it); each datapoint's feature
+    error and generator loss on its reconstruction are weighed by the observed site's scale and
+    mask; the generator loss on prior draws and the critic's own loss are not weighed.
 
     :param data_size: pixels per datapoint (``None``: taken from the first batch).
     :param lam: :math:`\lambda`, the weight of the generator loss.
@@ -204,10 +226,11 @@ class VAEGANLoss(_Adversarial):
 
     def _images(
         self, model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Data, reconstructions and samples (flattened), and the per-datapoint KL."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """Data, reconstructions and samples (flattened), the ELBO's terms but the observed
+        site's, and the observed site."""
         model_tr, guide_tr = traces(model, guide, args, kwargs)
-        _, kl = reconstruction_and_kl(model_tr, guide_tr, self.latent)
+        rest = negative_elbo(model_tr, guide_tr, without=(self.observed,))
         prior_tr = poutine.trace(model).get_trace(*args, **kwargs)
         site: Any = model_tr.nodes[self.observed]
         prior_site: Any = prior_tr.nodes[self.observed]
@@ -215,20 +238,23 @@ class VAEGANLoss(_Adversarial):
         flat = x.reshape(x.shape[0], -1)
         recon = site["fn"].mean.reshape(flat.shape)
         sample = prior_site["fn"].mean.reshape(flat.shape)
-        return flat, recon, sample, kl
+        return flat, recon, sample, rest, site
 
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        x, recon, sample, kl = self._images(model, guide, args, kwargs)
-        feature_error = 0.5 * (self.adversary.features(x) - self.adversary.features(recon)).pow(2)
-        fool = F.softplus(-self.adversary(recon)) + F.softplus(-self.adversary(sample))
-        return kl.sum() + feature_error.sum() + self.weight * fool.sum()
+        x, recon, sample, rest, site = self._images(model, guide, args, kwargs)
+        features = self.adversary.features
+        feature_error = 0.5 * (features(x) - features(recon)).pow(2).sum(-1)
+        fool_recon = F.softplus(-self.adversary(recon))
+        per_datapoint = weigh(site, feature_error + self.weight * fool_recon)
+        fool_sample = F.softplus(-self.adversary(sample))
+        return rest + per_datapoint.sum() + self.weight * fool_sample.sum()
 
     def adversary_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         with torch.no_grad():
-            x, recon, sample, _ = self._images(model, guide, args, kwargs)
+            x, recon, sample, _, _ = self._images(model, guide, args, kwargs)
         fake = torch.cat([recon, sample])
         return logistic_loss(self.adversary(x), self.adversary(fake))

@@ -8,7 +8,9 @@ from typing import Any
 import pyro.infer
 import torch
 
-from pyro_vaes.objectives.elbo import DifferentiableObjective, reconstruction_and_kl, traces
+from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
+from pyro_vaes.objectives.terms import batch_statistic_site, negative_elbo, weigh
+from pyro_vaes.objectives.terms import kl as kl_term
 
 __all__ = ["MMDELBO", "imq_kernel", "mmd", "rbf_kernel"]
 
@@ -69,7 +71,15 @@ class MMDELBO(DifferentiableObjective, pyro.infer.ELBO):
 
     per datapoint, where :math:`q(z)` is represented by the batch's codes and :math:`p(z)` by as
     many prior draws. The KL is in closed form where registered, else a one-draw estimate.
-    ``MMDELBO(alpha=1, lam=10)`` is WAE-MMD: reconstruction plus :math:`\lambda` MMD.
+    ``MMDELBO(alpha=1, lam=10)`` is WAE-MMD: reconstruction plus :math:`\lambda` MMD. Other sites
+    contribute their ELBO terms (:mod:`pyro_vaes.objectives.terms`).
+
+    Scales and masks: the latent site's scale multiplies both its KL and its MMD term (a
+    subsampled plate's :math:`N/B` included), so on a model with ``beta = b`` the loss is
+    reconstruction :math:`+\, b\,[(1-\alpha)\mathrm{KL} + (\alpha+\lambda-1)\,\mathrm{MMD}]`,
+    and ``beta = 0`` (a mask of the whole site) removes both. The MMD compares the whole batch of
+    codes with the prior, so a mask or scale that varies across datapoints of the latent site is
+    refused (ValueError); observed sites may be masked per datapoint.
 
     :param alpha: :math:`\alpha \le 1`.
     :param lam: :math:`\lambda > 0`.
@@ -98,13 +108,10 @@ class MMDELBO(DifferentiableObjective, pyro.infer.ELBO):
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         model_tr, guide_tr = traces(model, guide, args, kwargs)
-        recon, kl = reconstruction_and_kl(model_tr, guide_tr, self.latent)
-        guide_sites: dict[str, Any] = guide_tr.nodes
-        model_sites: dict[str, Any] = model_tr.nodes
-        z, p = guide_sites[self.latent]["value"], model_sites[self.latent]
-        prior_draws = p["fn"].sample()
-        discrepancy = mmd(
-            z.reshape(-1, z.shape[-1]), prior_draws.reshape(-1, z.shape[-1]), self.kernel
-        )
-        n = z.reshape(-1, z.shape[-1]).shape[0]
-        return -recon + (1 - self.alpha) * kl.sum() + (self.alpha + self.lam - 1) * n * discrepancy
+        site, codes = batch_statistic_site(model_tr, guide_tr, self.latent, "the MMD")
+        prior_draws = model_tr.nodes[self.latent]["fn"].sample().reshape(codes.shape)
+        discrepancy = mmd(codes, prior_draws, self.kernel)
+        kl = weigh(site, kl_term(model_tr, guide_tr, self.latent)).sum()
+        rest = negative_elbo(model_tr, guide_tr, without=(self.latent,))
+        mmd_term = (self.alpha + self.lam - 1) * codes.shape[0] * weigh(site, discrepancy)
+        return rest + (1 - self.alpha) * kl + mmd_term

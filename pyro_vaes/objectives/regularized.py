@@ -10,14 +10,26 @@ import pyro.infer
 import torch
 from pyro.poutine.trace_struct import Trace
 
-from pyro_vaes.objectives.elbo import (
-    DifferentiableObjective,
+from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
+from pyro_vaes.objectives.terms import (
+    batch_statistic_site,
+    kl,
+    latent_site,
     negative_elbo,
-    reconstruction_and_kl,
-    traces,
+    weigh,
 )
 
-__all__ = ["DIPELBO", "CapacityELBO", "JointCapacityELBO", "dip_penalty"]
+__all__ = ["DIPELBO", "CapacityELBO", "JointCapacityELBO", "capacity_term", "dip_penalty"]
+
+
+def capacity_term(model_tr: Trace, guide_tr: Trace, latent: str, capacity: float) -> torch.Tensor:
+    r""":math:`\big|\sum_i w_i\,(\mathrm{KL}_i - C)\big|` over the datapoints of the batch, with
+    :math:`w_i` the latent site's scale and mask (:func:`~pyro_vaes.objectives.terms.weigh`):
+    :math:`B\,|\overline{\mathrm{KL}} - C|` when nothing is scaled or masked. A masked datapoint
+    drops out with its share of the capacity; a scale ``b`` makes it
+    :math:`b\,|\sum_i (\mathrm{KL}_i - C)|`."""
+    site = latent_site(model_tr, guide_tr, latent)
+    return weigh(site, kl(model_tr, guide_tr, latent) - capacity).sum().abs()
 
 
 class CapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
@@ -27,9 +39,16 @@ class CapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
     .. math::
         \mathcal L = \mathbb E_q[\log p(x\mid z)] - \gamma\,\big|\mathrm{KL}(q(z\mid x)\,\|\,p(z)) - C\big|,
 
-    with the KL averaged over the batch inside the absolute value. ``capacity`` is a plain
-    attribute: grow it with ``pyro_vaes.KLAnnealing(objective, attr="capacity", start=0,
-    end=25, warmup_steps=...)``.
+    with the KL averaged over the batch inside the absolute value (summed over the batch, the
+    term is :math:`\gamma\,|\sum_i (\mathrm{KL}_i - C)|`, :func:`capacity_term`). Other sites
+    contribute their ELBO terms. ``capacity`` is a plain attribute: grow it with
+    ``pyro_vaes.KLAnnealing(objective, attr="capacity", start=0, end=25, warmup_steps=...)``.
+
+    Scales and masks: the latent site's scale and mask weigh each datapoint's
+    :math:`\mathrm{KL}_i - C` inside the absolute value. With ``beta = b`` the term is
+    :math:`\gamma b\,|\sum_i (\mathrm{KL}_i - C)|` (so ``CapacityELBO(gamma=1, capacity=0)`` is the
+    beta-ELBO) and ``beta = 0`` removes it; a per-datapoint mask removes those datapoints, with
+    their share of :math:`C`. Observed sites are weighed as in the ELBO.
 
     References:
         [1] Burgess et al. Understanding disentangling in beta-VAE. 2018.
@@ -44,8 +63,9 @@ class CapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        recon, kl = reconstruction_and_kl(*traces(model, guide, args, kwargs), self.latent)
-        return -recon + self.gamma * kl.numel() * (kl.mean() - self.capacity).abs()
+        model_tr, guide_tr = traces(model, guide, args, kwargs)
+        rest = negative_elbo(model_tr, guide_tr, without=(self.latent,))
+        return rest + self.gamma * capacity_term(model_tr, guide_tr, self.latent, self.capacity)
 
 
 class JointCapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
@@ -60,6 +80,8 @@ class JointCapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
     :class:`pyro_vaes.distributions.Concrete`). ``continuous_capacity`` and
     ``discrete_capacity`` are plain attributes, grown by ``KLAnnealing`` schedules; the discrete
     capacity should stay below :math:`n \log K`, the largest KL a categorical code can have.
+    Scales and masks act on each capacity term as in :class:`CapacityELBO`; other sites
+    contribute their ELBO terms.
 
     References:
         [1] Dupont. Learning Disentangled Joint Continuous and Discrete Representations.
@@ -78,12 +100,12 @@ class JointCapacityELBO(DifferentiableObjective, pyro.infer.ELBO):
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         model_tr, guide_tr = traces(model, guide, args, kwargs)
-        recon, kl_c = reconstruction_and_kl(model_tr, guide_tr, self.discrete)
-        loss = -recon + self.gamma * kl_c.numel() * (kl_c.mean() - self.discrete_capacity).abs()
+        capacities = {self.discrete: self.discrete_capacity}
         if self.continuous in guide_tr.nodes:
-            _, kl_z = reconstruction_and_kl(model_tr, guide_tr, self.continuous)
-            cz = (kl_z.mean() - self.continuous_capacity).abs()
-            loss = loss + self.gamma * kl_z.numel() * cz
+            capacities[self.continuous] = self.continuous_capacity
+        loss = negative_elbo(model_tr, guide_tr, without=tuple(capacities))
+        for name, capacity in capacities.items():
+            loss = loss + self.gamma * capacity_term(model_tr, guide_tr, name, capacity)
         return loss
 
 
@@ -103,6 +125,12 @@ class DIPELBO(DifferentiableObjective, pyro.infer.ELBO):
       \mathrm{Cov}_{p(x)}[\mu_\phi(x)]`,
 
     both estimated on the batch; the latent's posterior must be a diagonal normal.
+
+    Scales and masks: the ELBO is weighed as :class:`~pyro_vaes.objectives.ELBO` weighs it; the
+    penalty is a statistic of the whole batch's codes, weighed by the latent site's scale (with
+    ``beta = b`` it is :math:`b` times the penalty; ``beta = 0``, a mask of the whole site,
+    removes it). A mask or scale that varies across datapoints of the latent site is refused
+    (ValueError).
 
     :param kind: ``"i"`` or ``"ii"``.
 
@@ -144,7 +172,7 @@ class DIPELBO(DifferentiableObjective, pyro.infer.ELBO):
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         model_tr, guide_tr = traces(model, guide, args, kwargs)
-        z: torch.Tensor = guide_tr.nodes[self.latent]["value"]  # type: ignore[assignment]
-        n = z.reshape(-1, z.shape[-1]).shape[0]
+        what = "the DIP-VAE covariance"
+        site, codes = batch_statistic_site(model_tr, guide_tr, self.latent, what)
         penalty = dip_penalty(self.covariance(guide_tr), self.lambda_od, self.lambda_d)
-        return negative_elbo(model_tr, guide_tr) + n * penalty
+        return negative_elbo(model_tr, guide_tr) + codes.shape[0] * weigh(site, penalty)

@@ -9,6 +9,7 @@ import pyro.infer
 import torch
 
 from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
+from pyro_vaes.objectives.terms import batch_statistic_site, negative_elbo, weigh
 
 __all__ = ["SlicedWassersteinELBO", "sliced_wasserstein"]
 
@@ -40,7 +41,15 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, projections: int = 50) 
 class SlicedWassersteinELBO(DifferentiableObjective, pyro.infer.ELBO):
     r"""SWAE: reconstruction plus :math:`\lambda` times the sliced Wasserstein distance between
     the batch's codes and as many prior draws, per datapoint,
-    :math:`\mathcal L = \mathbb E_q[\log p(x\mid z)] - \lambda\, SW_2^2(q(z), p(z))`.
+    :math:`\mathcal L = \mathbb E_q[\log p(x\mid z)] - \lambda\, SW_2^2(q(z), p(z))`. The
+    distance takes the place of the latent site's KL; other sites contribute their ELBO terms
+    (:mod:`pyro_vaes.objectives.terms`).
+
+    Scales and masks: the latent site's scale multiplies the distance term (``beta = b`` makes
+    the weight :math:`b\lambda`; ``beta = 0``, a mask of the whole site, removes it). The
+    distance compares the whole batch of codes with the prior, so a mask or scale that varies
+    across datapoints of the latent site is refused (ValueError); observed sites may be masked
+    per datapoint.
 
     :param lam: :math:`\lambda > 0`.
     :param projections: random directions per step.
@@ -60,15 +69,9 @@ class SlicedWassersteinELBO(DifferentiableObjective, pyro.infer.ELBO):
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         model_tr, guide_tr = traces(model, guide, args, kwargs)
-        sites: dict[str, Any] = model_tr.nodes
-        guide_sites: dict[str, Any] = guide_tr.nodes
-        z: torch.Tensor = guide_sites[self.latent]["value"]
-        prior_draws = sites[self.latent]["fn"].sample()
-        recon = sum(
-            s["fn"].log_prob(s["value"]).sum()
-            for s in sites.values()
-            if s["type"] == "sample" and s["is_observed"]
-        )
-        codes = z.reshape(-1, z.shape[-1])
-        distance = sliced_wasserstein(codes, prior_draws.reshape(codes.shape), self.projections)
-        return -recon + self.lam * codes.shape[0] * distance
+        what = "the sliced Wasserstein distance"
+        site, codes = batch_statistic_site(model_tr, guide_tr, self.latent, what)
+        prior_draws = model_tr.nodes[self.latent]["fn"].sample().reshape(codes.shape)
+        distance = sliced_wasserstein(codes, prior_draws, self.projections)
+        rest = negative_elbo(model_tr, guide_tr, without=(self.latent,))
+        return rest + self.lam * codes.shape[0] * weigh(site, distance)

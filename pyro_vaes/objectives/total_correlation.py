@@ -11,6 +11,7 @@ import torch
 from pyro.poutine.trace_struct import Trace
 
 from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
+from pyro_vaes.objectives.terms import batch_statistic_site, by_datapoint, elbo_terms, weigh
 from pyro_vaes.protocols import NeedsDatasetSize
 
 __all__ = ["TCELBO", "log_importance_weights"]
@@ -60,7 +61,15 @@ class TCELBO(DifferentiableObjective, pyro.infer.ELBO, NeedsDatasetSize):
 
     The latent site (``latent``, default ``"z"``) must have a factorised posterior: an
     ``Independent`` whose base distribution has one batch entry per latent dimension (diagonal
-    normal, say). Other latent sites contribute their usual Monte Carlo KL term.
+    normal, say). Other sites contribute their usual ELBO terms
+    (:mod:`pyro_vaes.objectives.terms`).
+
+    Scales and masks: the latent site's scale multiplies all three pieces, so on a model with
+    ``beta = b`` (``poutine.scale``) the weights are :math:`b\alpha, b\beta, b\gamma` and
+    ``TCELBO(1, 1, 1)`` is the beta-ELBO; ``beta = 0`` (a mask of the whole site) removes them.
+    :math:`\log q(z_i)` is estimated from every code of the batch, so a mask or scale that
+    varies across datapoints of the latent site is refused (ValueError). Observed sites may be
+    masked per datapoint.
 
     :param alpha: weight of the mutual information.
     :param beta: weight of the total correlation.
@@ -97,15 +106,14 @@ class TCELBO(DifferentiableObjective, pyro.infer.ELBO, NeedsDatasetSize):
             self.dataset_size = int(n)
 
     def terms(self, model_tr: Trace, guide_tr: Trace) -> dict[str, torch.Tensor]:
-        """Per-datapoint ``recon``, ``mi``, ``tc``, ``dwkl`` (and ``other_kl`` of other latents)."""
+        """Per-datapoint ``recon``, ``mi``, ``tc``, ``dwkl`` (the latent's pieces, weighed by its
+        scale and mask) and ``other_kl`` (the ELBO terms of the other latent and auxiliary
+        sites), each ``(M,)``; minus their weighted sum is the loss."""
         if self.dataset_size is None:
             raise ValueError("TCELBO needs the dataset size: pass dataset_size or train with fit")
-        model_sites: dict[str, Any] = model_tr.nodes
-        guide_sites: dict[str, Any] = guide_tr.nodes
-        if self.latent not in guide_sites:
-            raise ValueError(f"the guide has no latent site {self.latent!r}")
-        q_site, p_site = guide_sites[self.latent], model_sites[self.latent]
-        z, q, p = q_site["value"], q_site["fn"], p_site["fn"]
+        what = "TCELBO's estimate of log q(z)"
+        site, _ = batch_statistic_site(model_tr, guide_tr, self.latent, what)
+        z, q = site["value"], site["fn"]
         base = getattr(q, "base_dist", None)
         if base is None or z.dim() != 2:
             raise ValueError("TCELBO needs a factorised posterior (Independent) over codes (M, d)")
@@ -115,22 +123,16 @@ class TCELBO(DifferentiableObjective, pyro.infer.ELBO, NeedsDatasetSize):
         pairwise = base.log_prob(z.unsqueeze(1))  # (M, M, d): q(z_i,d | x_j)
         log_qz = torch.logsumexp(pairwise.sum(-1) + log_w, dim=1)
         log_prod_qzd = torch.logsumexp(pairwise + log_w.unsqueeze(-1), dim=1).sum(-1)
-        recon = torch.zeros_like(log_qz_x)
-        other = torch.zeros_like(log_qz_x)
-        for name, site in model_sites.items():
-            if site["type"] != "sample":
-                continue
-            if site["is_observed"]:
-                recon = recon + site["fn"].log_prob(site["value"])
-            elif name != self.latent:
-                g = guide_sites[name]
-                other = other + g["fn"].log_prob(g["value"]) - site["fn"].log_prob(site["value"])
+        log_pz = model_tr.nodes[self.latent]["fn"].log_prob(z)
+        terms = elbo_terms(model_tr, guide_tr)
         return {
-            "recon": recon,
-            "mi": log_qz_x - log_qz,
-            "tc": log_qz - log_prod_qzd,
-            "dwkl": log_prod_qzd - p.log_prob(z),
-            "other_kl": other,
+            "recon": -by_datapoint((t for t in terms.values() if t.kind == "observed"), m),
+            "mi": weigh(site, log_qz_x - log_qz),
+            "tc": weigh(site, log_qz - log_prod_qzd),
+            "dwkl": weigh(site, log_prod_qzd - log_pz),
+            "other_kl": by_datapoint(
+                (t for t in terms.values() if t.kind != "observed" and t.name != self.latent), m
+            ),
         }
 
     def differentiable_loss(
