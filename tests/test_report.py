@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import arviz as az
 import numpy as np
 import pytest
 import torch
@@ -94,28 +95,26 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-def test_report_for_a_model_without_a_z_site(tmp_path: Path):
-    """The categorical VAE's only latent is "c", and it has no prior module."""
-    run = tmp_path / "cat"
-    args = ["train", "--variant", "categorical_vae", "--epochs", "1", "--hidden", "32"]
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variant", "latents"), [("categorical_vae", ["c"]), ("joint_vae", ["z", "c"])]
+)
+def test_report_for_models_with_other_and_several_latent_sites(
+    tmp_path: Path, variant: str, latents: list[str]
+):
+    """The categorical VAE's only latent is "c", with no prior module; JointVAE has two latent
+    sites, "z" and "c": each gets its own posterior variable, summary and evaluation."""
+    run = tmp_path / variant
+    args = ["train", "--variant", variant, "--epochs", "1", "--hidden", "32"]
     assert (
         cli.main([*args, "--latent-dim", "2", "--eval-samples", "5", "--out", str(run), "--quiet"])
         == 0
     )
-    assert (
-        cli.main(
-            [
-                "report",
-                str(run),
-                "--num-samples",
-                "5",
-                "--num-points",
-                "20",
-                "--classifier-epochs",
-                "0",
-            ]
-        )
-        == 0
-    )
+    argv = ["report", str(run), "--num-samples", "5", "--num-points", "20"]
+    assert cli.main([*argv, "--classifier-epochs", "0"]) == 0
     page = (run / "report" / "index.html").read_text()
-    assert "latent &#x27;c&#x27;" in page or "latent 'c'" in page
+    for site in latents:
+        assert f"latent &#x27;{site}&#x27;" in page or f"latent '{site}'" in page
+    idata = az.from_netcdf(str(run / "report" / "predictive.nc"))
+    assert sorted(idata["posterior"].data_vars) == sorted(latents)
+    assert idata["posterior"][latents[0]].dims[:3] == ("chain", "draw", "datapoint")

@@ -98,7 +98,7 @@ def evaluating(
     for m in mods:
         m.eval()
     try:
-        with parameters_managed():
+        with parameters_managed(mods):
             yield ev
     finally:
         for m, mode in zip(mods, modes, strict=True):

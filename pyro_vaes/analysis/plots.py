@@ -1,17 +1,16 @@
 """Pictures people would rather look at than read, as PNG files: image grids (samples,
 reconstructions, traversals, interpolations), loss curves, 2-D latent scatters, posterior
-predictive checks and pixel calibration."""
+predictive checks and pixel calibration.
+
+Figures are ``matplotlib.figure.Figure`` objects saved directly, never pyplot's: drawing a
+picture neither needs a display nor changes the caller's matplotlib backend or open figures."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -19,6 +18,8 @@ from pyro_vaes.train.callbacks import History
 
 if TYPE_CHECKING:
     import arviz as az
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from pyro_vaes.analysis.checks import Calibration
 
@@ -52,25 +53,33 @@ def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 1) -> t
     return grid.permute(1, 2, 0)
 
 
+def _figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Figure, Any]:
+    """A figure outside pyplot and its axes (one row of ``ncols``)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(1, ncols, squeeze=False)
+    return fig, axes
+
+
 def save_image_grid(
     images: torch.Tensor, path: str | Path, title: str = "", ncol: int | None = None
 ) -> Path:
     """Write :func:`image_grid` of ``images`` to a PNG file."""
     grid = image_grid(images, ncol)
-    fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
+    fig, axes = _figure((6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
+    ax: Axes = axes[0][0]
     ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def loss_curve(history: History, path: str | Path) -> Path:
     """Training and validation loss (nats per datapoint) against epoch, as a PNG file."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = _figure((6, 4))
+    ax = axes[0][0]
     ax.plot(history.epoch, history.loss, marker=".", label="train")
     val = [(e, v) for e, v in zip(history.epoch, history.val_loss, strict=True) if v is not None]
     if val:
@@ -79,16 +88,12 @@ def loss_curve(history: History, path: str | Path) -> Path:
     ax.set_ylabel("loss (nats per datapoint)")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return Path(path)
 
 
@@ -101,28 +106,30 @@ def latent_scatter(
     if z.dim() != 2 or z.shape[1] < 1:
         raise ValueError(f"expected codes (N, d), got shape {tuple(codes.shape)}")
     if z.shape[1] == 1:
-        z, axes = torch.cat([z, torch.zeros_like(z)], 1), ("z1", "")
+        z, names = torch.cat([z, torch.zeros_like(z)], 1), ("z1", "")
     elif z.shape[1] == 2:
-        axes = ("z1", "z2")
+        names = ("z1", "z2")
     else:
         centred = z - z.mean(0)
         _, _, v = torch.linalg.svd(centred, full_matrices=False)
-        z, axes = centred @ v[:2].T, ("principal component 1", "principal component 2")
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+        z, names = centred @ v[:2].T, ("principal component 1", "principal component 2")
+    fig, axes = _figure((5.5, 5))
+    ax = axes[0][0]
     if labels is None:
         ax.scatter(z[:, 0], z[:, 1], s=8, alpha=0.8)
     else:
         points = ax.scatter(z[:, 0], z[:, 1], c=labels.cpu().numpy(), cmap="tab10", s=8, alpha=0.8)
         fig.colorbar(points, ax=ax, label="label")
-    ax.set_xlabel(axes[0])
-    ax.set_ylabel(axes[1])
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
     ax.set_title(title)
     return _save(fig, path)
 
 
 def calibration_plot(cal: Calibration, path: str | Path) -> Path:
     """Reliability diagram: observed frequency of on-pixels against predicted probability."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, axes = _figure((5, 5))
+    ax = axes[0][0]
     seen = cal.count > 0
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
     ax.plot(cal.predicted[seen], cal.observed[seen], marker="o", label="model")
@@ -139,7 +146,7 @@ def ppc_plot(stat_idata: az.InferenceData, path: str | Path) -> Path:
     import arviz as az
 
     names = list(stat_idata["observed_data"].data_vars)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    fig, axes = _figure((4.5 * len(names), 3.6), len(names))
     draws = stat_idata["posterior_predictive"].sizes["draw"]
     az.plot_ppc(
         stat_idata, var_names=names, ax=axes[0], num_pp_samples=min(50, draws), random_seed=0
@@ -149,7 +156,7 @@ def ppc_plot(stat_idata: az.InferenceData, path: str | Path) -> Path:
 
 def pvalue_plot(pvalues: dict[str, np.ndarray], path: str | Path) -> Path:
     """Histograms of the per-datapoint posterior predictive p-values of each statistic."""
-    fig, axes = plt.subplots(1, len(pvalues), figsize=(4 * len(pvalues), 3.2), squeeze=False)
+    fig, axes = _figure((4 * len(pvalues), 3.2), len(pvalues))
     for ax, (name, p) in zip(axes[0], pvalues.items(), strict=True):
         ax.hist(p, bins=np.linspace(0, 1, 21), color="tab:blue", alpha=0.8)
         ax.set_title(name)

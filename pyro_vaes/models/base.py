@@ -20,12 +20,13 @@ need, in the space of the codes that ``encode`` returns.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 import pyro
 import torch
+from pyro.params import param_with_module_name
 from torch import nn
 
 from pyro_vaes.distributions.geometry import Euclidean, Geometry
@@ -33,14 +34,18 @@ from pyro_vaes.distributions.geometry import Euclidean, Geometry
 __all__ = ["BaseModel", "data_event_dim", "parameters_managed"]
 
 _names = itertools.count()
-_managed: ContextVar[bool] = ContextVar("pyro_vaes_parameters_managed", default=False)
+_managed: ContextVar[frozenset[int]] = ContextVar(
+    "pyro_vaes_parameters_managed", default=frozenset()
+)
 
 
 @contextmanager
-def parameters_managed() -> Iterator[None]:
-    """Within this context the models do not register their parameters with Pyro's parameter
-    store: the caller (:func:`pyro_vaes.fit`) has collected and optimises them itself."""
-    token = _managed.set(True)
+def parameters_managed(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Within this context ``modules`` do not register their parameters with Pyro's parameter
+    store: the caller (:func:`pyro_vaes.fit`) has collected and optimises them itself. Models it
+    does not know of (called from inside a plain function, say) register as usual, so the
+    caller finds their parameters through the ``param`` sites."""
+    token = _managed.set(_managed.get() | {id(m) for m in modules})
     try:
         yield
     finally:
@@ -78,9 +83,16 @@ class BaseModel(nn.Module):
         return self._pyro_name
 
     def register_with_pyro(self) -> None:
-        """``pyro.module`` this instance, unless :func:`parameters_managed` is active."""
-        if not _managed.get():
-            pyro.module(self.pyro_name, self)
+        """Register the trainable parameters as ``pyro.module`` does (a ``param`` site per
+        parameter, named ``<pyro_name>$$$<parameter>``), unless :func:`parameters_managed` is
+        active. Frozen parameters (``requires_grad=False``, such as a fixed curvature) are left
+        out without a warning."""
+        if id(self) in _managed.get():
+            return
+        name = self.pyro_name
+        for key, value in self.named_parameters():
+            if value.requires_grad:
+                pyro.param(param_with_module_name(name, key), value)
 
     @staticmethod
     def data_plate(x: torch.Tensor | None, y: torch.Tensor | None = None) -> pyro.plate:

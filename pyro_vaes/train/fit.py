@@ -147,7 +147,7 @@ def fit(
     with store.scope() as private:
         first = _transformed(batches.first(), transform)
         step.bind_inputs(first)
-        with parameters_managed():
+        with parameters_managed(step.owners):
             check_sites(step.model, step.guide, first)
         structure = step.setup(first, dataset_size=batches.size)
         for p in structure.params.values():
@@ -173,7 +173,7 @@ def fit(
         for cb in callbacks:
             cb.on_fit_start(state)
         try:
-            with pyro.validation_enabled(False), parameters_managed():
+            with pyro.validation_enabled(False), parameters_managed(step.owners):
                 for epoch in range(start_epoch, epochs + 1):
                     state.epoch = epoch
                     for cb in callbacks:
@@ -256,7 +256,7 @@ def _check_data(
     if val_batches is not None:
         first = val_batches.first()
         step.bind_inputs(first)
-        with scoring(first, "val_data"), parameters_managed(), pyro.validation_enabled(False):
+        with scoring(first, "val_data"), parameters_managed(step.owners), pyro.validation_enabled(False):
             step.value(first)
 
 

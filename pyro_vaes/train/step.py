@@ -139,7 +139,7 @@ class Step:
     def setup(self, batch: Batch, dataset_size: int | None = None) -> Structure:
         """Trace model and guide on ``batch``; pick the objective; make the optimizers."""
         self.bind_inputs(batch)
-        with parameters_managed(), pyro.validation_enabled(False):
+        with parameters_managed(self.owners), pyro.validation_enabled(False):
             structure = trace_structure(self.model, self.guide, batch)
         if self.loss is None:
             self.loss = default_loss(structure)
@@ -181,7 +181,7 @@ class Step:
         module.to(device).train()
         args, kwargs = call_args(batch)
         if any(isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters()):
-            with parameters_managed():
+            with parameters_managed(self.owners):
                 loss.adversary_loss(self.model, self.guide, *args, **kwargs)  # lazy layers
         self.adversary_steps = check_int("adversary_steps", loss.adversary_steps, 1)
         trainable = [p for p in module.parameters() if p.requires_grad]
@@ -200,7 +200,7 @@ class Step:
             self.setup(batch)
         else:
             self.bind_inputs(batch)
-        with parameters_managed():
+        with parameters_managed(self.owners):
             return self.step(batch) / x.shape[0]
 
     def step(self, batch: Batch) -> torch.Tensor:
