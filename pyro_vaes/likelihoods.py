@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
+from pyro_vaes.registry import Registry
+
 __all__ = ["Bernoulli", "Gaussian", "Likelihood", "get", "register", "registry"]
 
 
@@ -83,21 +85,14 @@ class Gaussian(Likelihood):
         return params
 
 
-registry: dict[str, Callable[..., Likelihood]] = {}
-
-
-def register(name: str, factory: Callable[..., Likelihood]) -> None:
-    """Make ``factory`` available by ``name`` (for the CLI and the variant catalogue)."""
-    registry[name] = factory
+#: likelihood name -> factory (for the CLI and the variant catalogue)
+registry: Registry[Callable[..., Likelihood]] = Registry("likelihood")
+register = registry.register
 
 
 def get(name: str, **options: object) -> Likelihood:
     """Build the likelihood registered as ``name``."""
-    try:
-        factory = registry[name]
-    except KeyError:
-        raise ValueError(f"unknown likelihood {name!r}; choose from {sorted(registry)}") from None
-    return factory(**options)
+    return registry[name](**options)
 
 
 register("bernoulli", Bernoulli)

@@ -10,14 +10,14 @@ dispatches on a variant's name.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
 
+from pyro_vaes import guides as _guides  # noqa: F401  (the posteriors register themselves)
 from pyro_vaes import likelihoods, nets
-from pyro_vaes.guides import IAF, Delta, DiagonalNormal, PlanarFlow, RadialFlow, VonMisesFisher
-from pyro_vaes.guides import WrappedNormal as WrappedNormalPosterior
+from pyro_vaes import priors as _priors  # noqa: F401  (the priors register themselves)
 from pyro_vaes.models.joint_vae import JointVAE
 from pyro_vaes.models.msssim_vae import MSSSIMVAE
 from pyro_vaes.models.rae import RAE
@@ -37,8 +37,8 @@ from pyro_vaes.objectives import (
     VAEGANLoss,
     imq_kernel,
 )
-from pyro_vaes.priors import HypersphericalUniform, MixtureOfGaussians, StandardNormal, VampPrior
-from pyro_vaes.priors import WrappedNormal as WrappedNormalPrior
+from pyro_vaes.parts import PartContext, posteriors, priors
+from pyro_vaes.registry import Registry
 from pyro_vaes.train.callbacks import Callback, History, KLAnnealing
 from pyro_vaes.train.fit import fit
 
@@ -77,7 +77,8 @@ class Variant:
         return fit(model.model, model.guide, data, loss=loss, callbacks=callbacks, **kwargs)
 
 
-registry: dict[str, Variant] = {}
+#: variant name -> :class:`Variant`
+registry: Registry[Variant] = Registry("variant")
 
 
 def register(
@@ -91,9 +92,9 @@ def register(
     """Decorator: add a builder to the catalogue under ``name``."""
 
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in registry:
-            raise ValueError(f"variant {name!r} is already registered")
-        registry[name] = Variant(name, builder, summary, reference, defaults, objective, schedule)
+        registry.register(
+            name, Variant(name, builder, summary, reference, defaults, objective, schedule)
+        )
         return builder
 
     return add
@@ -102,10 +103,7 @@ def register(
 def build(name: str, data_shape: Sequence[int], **options: Any) -> nn.Module:
     """Build the variant registered as ``name`` for datapoints of shape ``data_shape``; options
     override the variant's defaults."""
-    try:
-        variant = registry[name]
-    except KeyError:
-        raise ValueError(f"unknown variant {name!r}; choose from {sorted(registry)}") from None
+    variant = registry[name]
     return variant.builder(tuple(data_shape), **{**variant.defaults, **options})
 
 
@@ -125,51 +123,16 @@ def _conv(
 
 
 #: network family name -> ``(data_shape, latent_dim, hidden) -> (encoder, decoder, features)``
-networks: dict[str, Callable[..., tuple[nn.Module, nn.Module, int]]] = {"mlp": _mlp, "conv": _conv}
+networks: Registry[Callable[..., tuple[nn.Module, nn.Module, int]]] = Registry("net")
+networks.register("mlp", _mlp)
+networks.register("conv", _conv)
 
 
 def encoder_decoder(
     data_shape: tuple[int, ...], latent_dim: int, net: str, hidden: Sequence[int]
 ) -> tuple[nn.Module, nn.Module, int]:
     """An encoder, a decoder and the encoder's feature size, for ``net`` in :data:`networks`."""
-    if net not in networks:
-        raise ValueError(f"unknown net {net!r}; choose from {sorted(networks)}")
     return networks[net](data_shape, latent_dim, hidden)
-
-
-@dataclass(frozen=True)
-class PartOptions:
-    """The settings a part may read: flow length, mixture size, curvature of the ball."""
-
-    flow_steps: int = 4
-    components: int = 100
-    curvature: float = 1.0
-
-
-#: posterior family name -> ``(features, latent_dim, options) -> module``
-posteriors: dict[str, Callable[[int, int, PartOptions], nn.Module]] = {
-    "diagonal_normal": lambda f, d, o: DiagonalNormal(f, d),
-    "delta": lambda f, d, o: Delta(f, d),
-    "iaf": lambda f, d, o: IAF(f, d, o.flow_steps),
-    "planar": lambda f, d, o: PlanarFlow(f, d, o.flow_steps),
-    "radial": lambda f, d, o: RadialFlow(f, d, o.flow_steps),
-    "vmf": lambda f, d, o: VonMisesFisher(f, d),
-    "wrapped_normal": lambda f, d, o: WrappedNormalPosterior(f, d, o.curvature),
-}
-
-#: prior family name -> ``(encoder, posterior, data_shape, latent_dim, options) -> module``
-priors: dict[
-    str, Callable[[nn.Module, nn.Module, tuple[int, ...], int, PartOptions], nn.Module]
-] = {
-    "standard_normal": lambda enc, post, shape, d, o: StandardNormal(d),
-    "mog": lambda enc, post, shape, d, o: MixtureOfGaussians(d, o.components),
-    # a flow's density is known only at its own draws: the VampPrior mixes its Gaussian base
-    "vamp": lambda enc, post, shape, d, o: VampPrior(
-        enc, getattr(post, "base", post), shape, o.components
-    ),
-    "uniform_sphere": lambda enc, post, shape, d, o: HypersphericalUniform(d),
-    "wrapped_normal": lambda enc, post, shape, d, o: WrappedNormalPrior(d, o.curvature),
-}
 
 
 def _parts(
@@ -187,24 +150,24 @@ def _parts(
     curvature: float = 1.0,
     gyroplane: bool = False,
 ) -> dict[str, Any]:
-    """The parts of a :class:`VAE` by name (see :data:`priors`, :data:`posteriors`), as its
+    """The parts of a :class:`VAE` by name (see :mod:`pyro_vaes.parts`), as its
     keyword arguments. ``gyroplane`` makes the decoder's first layer hyperbolic MLR (for codes on
     the ball)."""
-    for kind, name, table in (("prior", prior, priors), ("posterior", posterior, posteriors)):
-        if name not in table:
-            raise ValueError(f"unknown {kind} {name!r}; choose from {sorted(table)}")
-    opts = PartOptions(flow_steps, components, curvature)
+    build_prior, build_posterior = priors[prior], posteriors[posterior]  # unknown names: errors
     enc, dec, features = encoder_decoder(data_shape, latent_dim, net, hidden)
     if gyroplane:
         if net != "mlp" or not hidden:
             raise ValueError("the gyroplane decoder is an MLP with at least one hidden layer")
         tail = nets.MLPDecoder(hidden[-1], data_shape, tuple(reversed(hidden))[1:])
         dec = nn.Sequential(nets.Gyroplane(latent_dim, hidden[-1], curvature), nn.ReLU(), tail)
-    post = posteriors[posterior](features, latent_dim, opts)
+    ctx = PartContext(
+        data_shape, latent_dim, features, enc, None, flow_steps, components, curvature
+    )
+    post = build_posterior(ctx)
     return {
         "encoder": enc,
         "decoder": dec,
-        "prior": priors[prior](enc, post, data_shape, latent_dim, opts),
+        "prior": build_prior(replace(ctx, posterior=post)),
         "posterior": post,
         "likelihood": likelihoods.get(likelihood),
         "beta": beta,

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pyro_vaes.errors import DataError
+from pyro_vaes.registry import Registry
 
 __all__ = [
     "Splits",
@@ -270,15 +271,17 @@ def _sprites(root: Path | None) -> Splits:
 
 
 #: name -> loader ``(root) -> Splits``
-registry: dict[str, Callable[[Path | None], Splits]] = {
-    "digits": _digits,
-    "mnist10k": _mnist10k,
-    "mnist": _torchvision("MNIST"),
-    "fashion_mnist": _torchvision("FashionMNIST"),
-    "cifar10": _torchvision("CIFAR10"),
-    "tree": _tree,
-    "sprites": _sprites,
-}
+registry: Registry[Callable[[Path | None], Splits]] = Registry("dataset")
+for _name, _loader in (
+    ("digits", _digits),
+    ("mnist10k", _mnist10k),
+    ("mnist", _torchvision("MNIST")),
+    ("fashion_mnist", _torchvision("FashionMNIST")),
+    ("cifar10", _torchvision("CIFAR10")),
+    ("tree", _tree),
+    ("sprites", _sprites),
+):
+    registry.register(_name, _loader)
 
 
 def load(name: str, root: str | Path | None = None) -> Splits:
@@ -287,11 +290,7 @@ def load(name: str, root: str | Path | None = None) -> Splits:
     :param root: the folder that holds (or receives) the files; defaults to ``$PYRO_VAES_DATA``
         or ``./data``. Not used by ``digits``, which ships with scikit-learn.
     """
-    try:
-        loader = registry[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(registry)}") from None
-    return loader(Path(root) if root is not None else None)
+    return registry[name](Path(root) if root is not None else None)
 
 
 def batches(x: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:

@@ -6,6 +6,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyro_vaes.parts import PartContext, posteriors
+
 
 class Delta(nn.Module):
     r"""The amortised point mass :math:`q(z \mid x) = \delta(z - \mu(h))`, :math:`\mu` linear in
@@ -32,3 +34,8 @@ class Delta(nn.Module):
 
     def forward(self, h: torch.Tensor) -> dist.TorchDistribution:
         return dist.Delta(self.head(h), event_dim=1)
+
+
+@posteriors.register("delta")
+def _build(ctx: PartContext) -> Delta:
+    return Delta(ctx.features, ctx.latent_dim)

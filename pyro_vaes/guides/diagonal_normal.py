@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyro_vaes.parts import PartContext, posteriors
+
 
 class DiagonalNormal(nn.Module):
     r"""The amortised mean-field posterior
@@ -37,3 +39,8 @@ class DiagonalNormal(nn.Module):
     def forward(self, h: torch.Tensor) -> dist.TorchDistribution:
         loc, raw_scale = self.head(h).chunk(2, dim=-1)
         return dist.Normal(loc, F.softplus(raw_scale) + self.min_scale).to_event(1)
+
+
+@posteriors.register("diagonal_normal")
+def _build(ctx: PartContext) -> DiagonalNormal:
+    return DiagonalNormal(ctx.features, ctx.latent_dim)

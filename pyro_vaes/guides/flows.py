@@ -25,6 +25,7 @@ from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 
 from pyro_vaes.guides.diagonal_normal import DiagonalNormal
+from pyro_vaes.parts import posteriors
 
 __all__ = ["IAF", "PlanarFlow", "RadialFlow"]
 
@@ -35,7 +36,7 @@ def _check_steps(steps: int) -> int:
     return steps
 
 
-class _AmortisedFlow(nn.Module):
+class AmortisedFlow(nn.Module):
     """A diagonal normal base ``self.base`` and per-datapoint transforms ``self.transforms(h)``."""
 
     def __init__(self, in_features: int, latent_dim: int, steps: int) -> None:
@@ -50,7 +51,7 @@ class _AmortisedFlow(nn.Module):
         return dist.TransformedDistribution(self.base(h), self.transforms(h))
 
 
-class PlanarFlow(_AmortisedFlow):
+class PlanarFlow(AmortisedFlow):
     r"""Planar steps :math:`z_k = z_{k-1} + \hat u_k \tanh(w_k^\top z_{k-1} + b_k)` with
     :math:`(u_k, w_k, b_k)` linear in the encoder's features and
     :math:`\hat u = u + (m(w^\top u) - w^\top u)\, w / \|w\|^2`, :math:`m(a) = -1 + \log(1+e^a)`,
@@ -78,7 +79,7 @@ class PlanarFlow(_AmortisedFlow):
         ]
 
 
-class RadialFlow(_AmortisedFlow):
+class RadialFlow(AmortisedFlow):
     r"""Radial steps :math:`z_k = z_{k-1} + \beta_k h(\alpha_k, r)(z_{k-1} - z_{0,k})`,
     :math:`h = 1/(\alpha + r)`, :math:`r = \|z_{k-1} - z_{0,k}\|`, with :math:`\alpha > 0` and
     :math:`\beta > -\alpha` (softplus reparameterisations) so that every step is invertible;
@@ -101,7 +102,7 @@ class RadialFlow(_AmortisedFlow):
         ]
 
 
-class IAF(_AmortisedFlow):
+class IAF(AmortisedFlow):
     r"""Inverse autoregressive flow steps
     :math:`z_k = \sigma_k \odot z_{k-1} + (1 - \sigma_k) \odot m_k` with
     :math:`(m_k, \sigma_k)` from a MADE network of :math:`z_{k-1}` *and the encoder's context*
@@ -134,3 +135,9 @@ class IAF(_AmortisedFlow):
     def transforms(self, h: torch.Tensor) -> list[dist.transforms.Transform]:
         flows: list = list(self.flows)
         return [flow.condition(h) for flow in flows]
+
+
+for _name, _flow in (("iaf", IAF), ("planar", PlanarFlow), ("radial", RadialFlow)):
+    posteriors.register(
+        _name, lambda ctx, flow=_flow: flow(ctx.features, ctx.latent_dim, ctx.flow_steps)
+    )

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_vaes.distributions import VonMisesFisher as VonMisesFisherDistribution
+from pyro_vaes.parts import PartContext, posteriors
 
 
 class VonMisesFisher(nn.Module):
@@ -34,3 +35,8 @@ class VonMisesFisher(nn.Module):
         loc = out[..., :-1]
         loc = loc / loc.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return VonMisesFisherDistribution(loc, F.softplus(out[..., -1]) + 1.0)
+
+
+@posteriors.register("vmf")
+def _build(ctx: PartContext) -> VonMisesFisher:
+    return VonMisesFisher(ctx.features, ctx.latent_dim)

@@ -8,6 +8,7 @@ from torch import nn
 
 from pyro_vaes.distributions import WrappedNormal as WrappedNormalDistribution
 from pyro_vaes.distributions.wrapped_normal import PoincareBall
+from pyro_vaes.parts import PartContext, posteriors
 
 
 class WrappedNormal(nn.Module):
@@ -35,3 +36,8 @@ class WrappedNormal(nn.Module):
         tangent, raw_scale = self.head(h).chunk(2, dim=-1)
         loc = self.ball.expmap0(tangent)
         return WrappedNormalDistribution(loc, F.softplus(raw_scale) + 1e-5, self.c)
+
+
+@posteriors.register("wrapped_normal")
+def _build(ctx: PartContext) -> WrappedNormal:
+    return WrappedNormal(ctx.features, ctx.latent_dim, ctx.curvature)

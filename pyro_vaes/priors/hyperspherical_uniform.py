@@ -7,6 +7,7 @@ from torch import nn
 
 from pyro_vaes.distributions import HypersphericalUniform as HypersphericalUniformDistribution
 from pyro_vaes.distributions.geometry import Sphere
+from pyro_vaes.parts import PartContext, priors
 
 
 class HypersphericalUniform(nn.Module):
@@ -33,3 +34,8 @@ class HypersphericalUniform(nn.Module):
         return HypersphericalUniformDistribution(
             self.latent_dim, device=self._anchor.device, dtype=self._anchor.dtype
         )
+
+
+@priors.register("uniform_sphere")
+def _build(ctx: PartContext) -> HypersphericalUniform:
+    return HypersphericalUniform(ctx.latent_dim)

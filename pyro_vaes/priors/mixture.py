@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_vaes.distributions import DiagonalNormalMixture
+from pyro_vaes.parts import PartContext, priors
 
 
 class MixtureOfGaussians(nn.Module):
@@ -39,3 +40,8 @@ class MixtureOfGaussians(nn.Module):
 
     def forward(self) -> DiagonalNormalMixture:
         return DiagonalNormalMixture(self.logits, self.locs, F.softplus(self.raw_scales) + 1e-5)
+
+
+@priors.register("mog")
+def _build(ctx: PartContext) -> MixtureOfGaussians:
+    return MixtureOfGaussians(ctx.latent_dim, ctx.components)

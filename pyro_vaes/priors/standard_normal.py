@@ -6,6 +6,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyro_vaes.parts import PartContext, priors
+
 
 class StandardNormal(nn.Module):
     r"""The isotropic prior :math:`p(z) = \mathcal N(z; 0, I_d)`.
@@ -33,3 +35,8 @@ class StandardNormal(nn.Module):
 
     def forward(self) -> dist.TorchDistribution:
         return dist.Normal(self.loc, self.scale).to_event(1)
+
+
+@priors.register("standard_normal")
+def _build(ctx: PartContext) -> StandardNormal:
+    return StandardNormal(ctx.latent_dim)

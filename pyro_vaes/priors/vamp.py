@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from pyro_vaes.distributions import DiagonalNormalMixture
+from pyro_vaes.guides.flows import AmortisedFlow
+from pyro_vaes.parts import PartContext, priors
 
 
 class VampPrior(nn.Module):
@@ -88,3 +90,12 @@ class VampPrior(nn.Module):
 
     def extra_repr(self) -> str:
         return f"components={self.components}, log K={math.log(self.components):.3f}"
+
+
+@priors.register("vamp")
+def _build(ctx: PartContext) -> VampPrior:
+    if ctx.posterior is None:
+        raise ValueError("the VampPrior is built from the posterior, which is missing")
+    # a flow's density is known only at its own draws: the VampPrior mixes its Gaussian base
+    base = ctx.posterior.base if isinstance(ctx.posterior, AmortisedFlow) else ctx.posterior
+    return VampPrior(ctx.encoder, base, ctx.data_shape, ctx.components)

@@ -7,6 +7,7 @@ from torch import nn
 
 from pyro_vaes.distributions import WrappedNormal as WrappedNormalDistribution
 from pyro_vaes.distributions.geometry import Ball
+from pyro_vaes.parts import PartContext, priors
 
 
 class WrappedNormal(nn.Module):
@@ -37,3 +38,8 @@ class WrappedNormal(nn.Module):
 
     def forward(self) -> WrappedNormalDistribution:
         return WrappedNormalDistribution(self.loc, self.scale, self.c)
+
+
+@priors.register("wrapped_normal")
+def _build(ctx: PartContext) -> WrappedNormal:
+    return WrappedNormal(ctx.latent_dim, ctx.curvature)

@@ -256,7 +256,11 @@ def _check_data(
     if val_batches is not None:
         first = val_batches.first()
         step.bind_inputs(first)
-        with scoring(first, "val_data"), parameters_managed(step.owners), pyro.validation_enabled(False):
+        with (
+            scoring(first, "val_data"),
+            parameters_managed(step.owners),
+            pyro.validation_enabled(False),
+        ):
             step.value(first)
 
 
