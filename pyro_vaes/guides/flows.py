@@ -16,6 +16,8 @@ sampler needs. Pyro's conditioned transforms do the arithmetic: the planar step 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import ConditionalAffineAutoregressive
@@ -25,7 +27,7 @@ from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 
 from pyro_vaes.guides.diagonal_normal import DiagonalNormal
-from pyro_vaes.parts import posteriors
+from pyro_vaes.parts import PartContext, posteriors
 
 __all__ = ["IAF", "PlanarFlow", "RadialFlow"]
 
@@ -137,7 +139,12 @@ class IAF(AmortisedFlow):
         return [flow.condition(h) for flow in flows]
 
 
+def _builder(flow: type[AmortisedFlow]) -> Callable[[PartContext], AmortisedFlow]:
+    def build(ctx: PartContext) -> AmortisedFlow:
+        return flow(ctx.features, ctx.latent_dim, ctx.flow_steps)
+
+    return build
+
+
 for _name, _flow in (("iaf", IAF), ("planar", PlanarFlow), ("radial", RadialFlow)):
-    posteriors.register(
-        _name, lambda ctx, flow=_flow: flow(ctx.features, ctx.latent_dim, ctx.flow_steps)
-    )
+    posteriors.register(_name, _builder(_flow))

@@ -103,7 +103,8 @@ class JointVAE(BaseModel):
 
     def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
         self.register_with_pyro()
-        normal, logits = self._posteriors(self.require_x(x))
+        x = self.require_x(x)
+        normal, logits = self._posteriors(x)
         with pyro.plate("data", x.shape[0]):
             if normal is not None:
                 pyro.sample("z", normal.to_event(1))

@@ -13,7 +13,7 @@ optimizer per parameter, a parameter-store lookup per parameter per step). An
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,9 +38,10 @@ def check_int(name: str, value: Any, low: int) -> int:
     return int(value)
 
 
-def make_optimizer(optim: Any, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+def make_optimizer(optim: Any, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     """A torch optimizer over ``params``: ``None`` (Adam, lr 1e-3, fused where available), a
     ``pyro.optim`` optimizer, or a factory ``params -> torch.optim.Optimizer``."""
+    params = list(params)
     if optim is None:
         # the fused kernel (CPU and CUDA) updates all parameters in one pass per step: the same
         # update as the per-tensor loop, and faster (README, bench/overhead.py)
@@ -127,6 +128,8 @@ class Step:
                 "pyro_vaes.objectives.ELBO or Trace_ELBO"
             )
         self._model, self._guide = model, guide
+        self.model: Callable[..., Any] = model  # with the inputs a batch carries (bind_inputs)
+        self.guide: Callable[..., Any] = guide
         self.loss, self.optim, self.adversary_optim = loss, optim, adversary_optim
         self.structure: Structure | None = None
         self.optimizer: torch.optim.Optimizer | None = None
