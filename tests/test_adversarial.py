@@ -25,6 +25,7 @@ def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
     return any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen", ["model", "adversary"])
 def test_each_optimizer_updates_only_its_own_parameters(digits, small_vae, frozen):
     loss = FactorVAELoss(latent_dim=4, gamma=5.0, adversary_steps=2)
@@ -58,6 +59,7 @@ def _delta_pair():
     return model, guide
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rho", [0.0, 0.8])
 def test_factorvae_critic_recovers_the_total_correlation(rho):
     """For a bivariate normal with correlation rho, TC = -log(1 - rho^2) / 2."""
@@ -91,6 +93,7 @@ def _ring(n: int, seed: int = 0) -> torch.Tensor:
     return torch.stack([radius * angle.cos(), radius * angle.sin()], 1)
 
 
+@pytest.mark.slow
 def test_aae_moves_the_aggregate_posterior_to_the_prior():
     """2-D ring data, 2-D code: the AAE's codes against the same autoencoder with the
     adversarial term almost off."""

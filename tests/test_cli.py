@@ -7,6 +7,7 @@ import pytest
 from pyro_vaes.app import cli
 
 
+@pytest.mark.slow
 def test_train_evaluate_sample_list(tmp_path, capsys):
     run = tmp_path / "run"
     assert (

@@ -23,6 +23,7 @@ def _params(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_training_improves_test_log_likelihood(digits, small_vae):
     vae = small_vae
     before = pv.evaluate.log_likelihood(vae.model, vae.guide, digits.x_test, 100).mean()

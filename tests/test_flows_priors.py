@@ -110,6 +110,7 @@ def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs(digits):
     torch.testing.assert_close(torch.cov(s.T), cov, atol=0.03, rtol=0)
 
 
+@pytest.mark.slow
 def test_vamp_pseudo_inputs_stay_in_range_while_training(digits):
     torch.manual_seed(0)
     vae = pv.variants.build("vamp", digits.shape, latent_dim=2, hidden=(32,), components=20)

@@ -82,7 +82,7 @@ def test_a_conditional_model_fits_from_every_form_of_labelled_data(form):
     pv.fit(m.model, m.guide, data, epochs=30, optim=optim, seed=0, progress=False)
     # the labels reached the model: each class mean goes to its maximum-likelihood value, the
     # class's sample mean (the guide is the exact posterior, so the ELBO is log p(x | y))
-    sample_means = torch.stack([X[Y == c].mean(0) for c in range(C)])
+    sample_means = torch.stack([X[c == Y].mean(0) for c in range(C)])
     torch.testing.assert_close(m.means.detach(), sample_means, atol=0.15, rtol=0)
 
 

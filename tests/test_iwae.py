@@ -48,6 +48,7 @@ def test_miwae_averages_over_m_and_normalises_over_k(x):
     torch.testing.assert_close(objective.bound(model, rough_guide, x), by_hand)
 
 
+@pytest.mark.slow
 def test_miwae_with_one_draw_per_bound_is_the_elbo(x):
     """MIWAE(M, 1) is the ELBO averaged over M draws: the same expectation as the ELBO."""
     torch.manual_seed(0)
@@ -111,6 +112,7 @@ def test_subsample_scale_stays_out_of_the_logsumexp(x):
     assert abs(scaled - loss) > factor  # the scale inside the logsumexp changed the value
 
 
+@pytest.mark.slow
 def test_fit_with_iwae_and_miwae(digits, small_vae):
     for objective in (IWAE(3), MIWAE(2, 2)):
         history = pv.fit(

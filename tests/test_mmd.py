@@ -51,6 +51,7 @@ def test_alpha_zero_lambda_one_is_the_elbo(digits, small_vae):
     assert ours == pytest.approx(seeded_loss(ELBO(), m, g, x), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_wae_pulls_the_aggregate_posterior_to_the_prior(digits):
     """WAE-MMD (lambda = 10) against the same autoencoder with the MMD term almost off."""
     gaps = {

@@ -82,6 +82,7 @@ def test_encoder_names_a_shape_mismatch():
         nets.ConvEncoder((64,))
 
 
+@pytest.mark.slow
 def test_conv_vae_and_learned_gaussian_scale_train(digits):
     """A conv VAE with a learned Gaussian sigma on grey-level digits: the loss falls and sigma
     shrinks from its initial 1 towards the scale of the residuals."""

@@ -113,6 +113,7 @@ def test_tree_data_structure():
         pv.data.branching_diffusion(depth=0)
 
 
+@pytest.mark.slow
 def test_pvae_trains_on_tree_data():
     splits = pv.data.load("tree")
     torch.manual_seed(0)

@@ -150,6 +150,7 @@ def test_pvalues_catch_a_noise_scale_far_too_small_on_the_exact_model():
     assert np.mean(p_small < 0.05) > 0.9  # the data are far rougher than any replication
 
 
+@pytest.mark.slow
 def test_pvalues_catch_a_vae_whose_fixed_sigma_is_far_too_small(digits, grey_digits):
     x_test = grey_digits.x_test[:100]
     extreme = {}
@@ -200,6 +201,7 @@ def test_calibration_of_pixel_probabilities():
         )
 
 
+@pytest.mark.slow
 def test_class_statistic_counts_what_the_classifier_sees(digits, grey_digits):
     clf = pv.classifier.train_classifier(grey_digits.x_train, digits.y_train, epochs=8)
     assert pv.classifier.accuracy(clf, grey_digits.x_test, digits.y_test) > 0.9

@@ -64,6 +64,7 @@ def test_gradient_penalty_equals_finite_differences():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_gradient_penalty_smooths_the_decoder(digits):
     x = digits.x_test[:100]
     norms = {}
@@ -74,6 +75,7 @@ def test_gradient_penalty_smooths_the_decoder(digits):
     assert norms[1.0] < 0.5 * norms[0.0], norms
 
 
+@pytest.mark.slow
 def test_expost_density_fits_the_codes_and_drives_sampling(digits, tmp_path):
     rae = _rae(digits, expost_components=3)
     pv.fit(rae.model, rae.guide, digits.x_train, epochs=3, progress=False)

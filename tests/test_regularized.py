@@ -33,6 +33,7 @@ def test_capacity_term_is_the_distance_to_c(digits, small_vae):
         assert value == pytest.approx(-recon + 50.0 * 32 * abs(kl - c), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_capacity_grows_with_a_schedule(digits, small_vae):
     objective = CapacityELBO(gamma=100.0)
     schedule = pv.KLAnnealing(objective, attr="capacity", start=0.0, end=5.0, warmup_epochs=2)
@@ -72,6 +73,7 @@ def test_dip_covariances(kind):
     torch.testing.assert_close(cov, expected, atol=0.05, rtol=0)
 
 
+@pytest.mark.slow
 def test_dip_vae_adds_the_penalty_to_the_elbo_and_trains(digits, small_vae):
     x = digits.x_train[:64]
     objective = DIPELBO("ii", lambda_od=5.0)

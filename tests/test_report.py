@@ -30,6 +30,7 @@ def report(run: Path) -> Path:
     return run / "report" / "index.html"
 
 
+@pytest.mark.slow
 def test_report_links_every_picture_it_writes(report: Path):
     page = report.read_text()
     sources = re.findall(r'<img src="([^"]+)"', page)

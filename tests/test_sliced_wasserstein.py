@@ -24,6 +24,7 @@ def test_zero_for_one_distribution_and_gaussian_closed_form():
     assert float(est) == pytest.approx(exact, rel=0.05)
 
 
+@pytest.mark.slow
 def test_swae_pulls_the_aggregate_posterior_to_the_prior(digits):
     """SWAE (lambda = 30) against the same autoencoder with the distance term almost off."""
 

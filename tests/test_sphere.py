@@ -138,6 +138,7 @@ def test_bad_arguments():
         VonMisesFisher(torch.tensor([1.0, 0.0]), -1.0, validate_args=True)
 
 
+@pytest.mark.slow
 def test_svae_trains_with_the_closed_form_kl(digits):
     import pyro_vaes as pv
     from pyro_vaes.objectives.elbo import negative_elbo, traces
