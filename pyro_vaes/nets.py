@@ -181,9 +181,9 @@ class Gyroplane(nn.Module):
 
     def __init__(self, latent_dim: int, out_features: int, c: float = 1.0) -> None:
         super().__init__()
-        from pyro_vaes.distributions.wrapped_normal import PoincareBall
+        from pyro_vaes.distributions.wrapped_normal import poincare_ball
 
-        self.ball = PoincareBall(c=float(c))
+        self.ball = poincare_ball(float(c))
         self.offsets = nn.Parameter(1e-2 * torch.randn(out_features, latent_dim))
         self.normals = nn.Parameter(torch.randn(out_features, latent_dim) / math.sqrt(latent_dim))
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import torch
 
-from pyro_vaes.distributions.wrapped_normal import PoincareBall
+from pyro_vaes.distributions.wrapped_normal import poincare_ball
 
 __all__ = ["Ball", "Euclidean", "Geometry", "Sphere", "interpolate", "of", "traverse"]
 
@@ -74,7 +74,7 @@ class Ball:
     name = "poincare_ball"
 
     def __init__(self, c: float = 1.0) -> None:
-        self.ball = PoincareBall(c=c)
+        self.ball = poincare_ball(c)
 
     def geodesic(self, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.ball.geodesic(t[:, None], a, b)

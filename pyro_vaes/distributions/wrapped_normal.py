@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)  # geoopt scripts functions with torch.jit
+if TYPE_CHECKING:
     from geoopt import PoincareBall
 
-__all__ = ["PoincareBall", "WrappedNormal", "log_sinhc"]
+__all__ = ["PoincareBall", "WrappedNormal", "log_sinhc", "poincare_ball"]
+
+
+def _geoopt_ball() -> type[PoincareBall]:
+    # geoopt is imported when a ball is first made: it pulls in scipy.optimize (half a second)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # geoopt scripts functions with torch.jit
+        from geoopt import PoincareBall
+
+    return PoincareBall
+
+
+def poincare_ball(c: float) -> PoincareBall:
+    """geoopt's Poincare ball of curvature :math:`-c`."""
+    return _geoopt_ball()(c=c)
+
+
+def __getattr__(name: str) -> Any:  # ``PoincareBall`` itself, imported on first use
+    if name == "PoincareBall":
+        return _geoopt_ball()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _SCALAR = torch.Size()
 _ShapeLike = torch.Size | list[int] | tuple[int, ...]
@@ -84,7 +103,7 @@ class WrappedNormal(TorchDistribution):
             scale = scale.expand(loc.shape[-1])
         shape = torch.broadcast_shapes(loc.shape, scale.shape)
         self.c = float(c)
-        self.ball = PoincareBall(c=self.c)
+        self.ball = poincare_ball(self.c)
         self.loc = self.ball.projx(loc.expand(shape))
         self.scale = scale.expand(shape)
         super().__init__(shape[:-1], shape[-1:], validate_args=validate_args)

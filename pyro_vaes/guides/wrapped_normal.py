@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_vaes.distributions import WrappedNormal as WrappedNormalDistribution
-from pyro_vaes.distributions.wrapped_normal import PoincareBall
+from pyro_vaes.distributions.wrapped_normal import poincare_ball
 from pyro_vaes.parts import PartContext, posteriors
 
 
@@ -29,7 +29,7 @@ class WrappedNormal(nn.Module):
     def __init__(self, in_features: int, latent_dim: int, c: float = 1.0) -> None:
         super().__init__()
         self.latent_dim, self.c = latent_dim, float(c)
-        self.ball = PoincareBall(c=self.c)
+        self.ball = poincare_ball(self.c)
         self.head = nn.Linear(in_features, 2 * latent_dim)
 
     def forward(self, h: torch.Tensor) -> WrappedNormalDistribution:

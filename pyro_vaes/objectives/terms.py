@@ -61,6 +61,7 @@ __all__ = [
     "negative_elbo",
     "total",
     "uniform_weight",
+    "unweighted",
     "weigh",
 ]
 
