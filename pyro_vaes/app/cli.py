@@ -78,12 +78,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     (out / CONFIG).write_text(json.dumps(config, indent=2))
     history = variants.registry[args.variant].fit(
         model,
-        splits.x_train,
+        (splits.x_train, splits.y_train),  # labels reach models that take y
         optim=functools.partial(torch.optim.Adam, lr=args.lr),
         epochs=args.epochs,
         batch_size=args.batch_size,
         device=args.device,
-        val_data=splits.x_test,
+        val_data=(splits.x_test, splits.y_test),
         transform=transform,
         checkpoint_dir=out,
         resume=args.resume,
@@ -91,9 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     model.eval()
-    s = evaluate.scores(
-        model.model, model.guide, splits.x_test, args.eval_samples, progress=not args.quiet
-    )
+    test = (splits.x_test, splits.y_test)
+    s = evaluate.scores(model.model, model.guide, test, args.eval_samples, progress=not args.quiet)
     metrics = {
         "history": history.to_dict(),
         "test": {
@@ -118,9 +117,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.data_root:
         config["data_root"] = args.data_root
     splits, _ = prepare_data(config)
-    s = evaluate.scores(
-        model.model, model.guide, splits.x_test, args.num_samples, progress=not args.quiet
-    )
+    test = (splits.x_test, splits.y_test)
+    s = evaluate.scores(model.model, model.guide, test, args.num_samples, progress=not args.quiet)
     result = {
         "num_samples": args.num_samples,
         "log_likelihood": float(s.log_likelihood.mean()),

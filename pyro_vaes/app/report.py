@@ -133,7 +133,9 @@ def _checks(
     )
     page.heading("Posterior predictive checks")
     try:
-        idata = posterior_predictive(model.model, model.guide, x, num_samples, progress=progress)
+        idata = posterior_predictive(
+            model.model, model.guide, (x, y), num_samples, progress=progress
+        )
     except ValueError as err:  # e.g. a model whose data term is a factor, not a likelihood
         page.text(f"not available for this model: {err}")
         return
