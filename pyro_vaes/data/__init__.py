@@ -8,7 +8,6 @@ from pyro_vaes.data.loaders import (
     branching_diffusion,
     check_finite,
     dynamic_binarize,
-    first_item,
     load,
     registry,
 )
@@ -21,7 +20,6 @@ __all__ = [
     "branching_diffusion",
     "check_finite",
     "dynamic_binarize",
-    "first_item",
     "load",
     "registry",
 ]

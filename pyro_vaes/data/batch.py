@@ -37,6 +37,7 @@ __all__ = [
     "as_batch",
     "call_args",
     "check_batch",
+    "check_finite",
     "iterate",
     "num_datapoints",
     "select",
@@ -65,7 +66,7 @@ def _from_item(item: Any, name: str) -> Batch:
             )
         batch = dict(zip(_PAIR_NAMES, item, strict=False))
     else:
-        raise DataError(
+        raise TypeError(
             f"{name} must be a tensor, an (x, y) pair, a dict of tensors, a Dataset or a "
             f"DataLoader, got {type(item).__name__}"
         )
@@ -122,15 +123,20 @@ def check_batch(batch: Mapping[str, torch.Tensor], name: str = "data") -> None:
                 "rows; every input needs one row per datapoint"
             )
         if value.is_floating_point():
-            bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
-            if bool(bad.any()):
-                idx = int(bad.nonzero()[0, 0])
-                what = "x" if key == "x" else f"input {key!r}"
-                kind = "NaN" if bool(torch.isnan(value[idx]).any()) else "Inf"
-                raise DataError(
-                    f"{name} holds non-finite values in {what}: {int(bad.sum())} datapoint(s), "
-                    f"the first at index {idx} ({kind})"
-                )
+            check_finite(value, name, "x" if key == "x" else f"input {key!r}")
+
+
+def check_finite(value: torch.Tensor, name: str = "data", what: str = "x") -> None:
+    """:raises DataError: naming the first datapoint (row) of ``value`` that holds a NaN or an
+    infinity."""
+    bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        idx = int(bad.nonzero()[0, 0])
+        kind = "NaN" if bool(torch.isnan(value[idx]).any()) else "Inf"
+        raise DataError(
+            f"{name} holds non-finite values in {what}: {int(bad.sum())} datapoint(s), the "
+            f"first at index {idx} ({kind})"
+        )
 
 
 def iterate(loader: DataLoader, name: str = "data") -> Iterator[Batch]:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from pyro_vaes.data.batch import as_batch, check_finite
 from pyro_vaes.errors import DataError
 from pyro_vaes.registry import Registry
 
@@ -28,7 +29,6 @@ __all__ = [
     "branching_diffusion",
     "check_finite",
     "dynamic_binarize",
-    "first_item",
     "load",
     "registry",
 ]
@@ -37,66 +37,13 @@ __all__ = [
 # ---------------------------------------------------------------- tensors, Datasets, DataLoaders
 
 
-def first_item(batch: object) -> torch.Tensor:
-    """The data part of a batch: ``x`` itself, or ``x`` from an ``(x, y, ...)`` tuple."""
-    if isinstance(batch, list | tuple):
-        if not batch:
-            raise DataError("a batch is an empty tuple: expected x or (x, y)")
-        batch = batch[0]
-    if not isinstance(batch, torch.Tensor):
-        raise DataError(
-            f"expected a tensor or an (x, y) tuple of tensors, got {type(batch).__name__}"
-        )
-    return batch
-
-
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return x if x.is_floating_point() else x.float()
-
-
 def as_tensor(data: torch.Tensor | Dataset | tuple | list, name: str = "data") -> torch.Tensor:
-    """Materialise ``data`` (a tensor, an ``(x, y)`` pair, or a map-style ``Dataset`` whose items
-    are ``x`` or ``(x, y)``) as one float tensor ``(N, ...)``; labels are dropped.
+    """The data ``x`` of ``data`` (a tensor, an ``(x, y)`` pair, a dict batch or a ``Dataset`` of
+    these; see :mod:`pyro_vaes.data.batch`) as one checked float tensor ``(N, ...)``.
 
-    :raises DataError: if the data is empty or not made of tensors.
+    :raises DataError: if the data is empty, non-finite or not made of tensors.
     """
-    if isinstance(data, DataLoader):
-        raise TypeError("as_tensor takes tensors or Datasets; iterate a DataLoader instead")
-    if isinstance(data, torch.Tensor | list | tuple):
-        x = first_item(data) if isinstance(data, list | tuple) else data
-    elif isinstance(data, Dataset):
-        try:
-            size = len(data)  # type: ignore[arg-type]
-        except TypeError:
-            raise DataError(f"{name}: a Dataset without len(); pass a DataLoader instead") from None
-        if size == 0:
-            raise DataError(f"{name} is empty")
-        loader = DataLoader(data, batch_size=1024, shuffle=False)
-        x = torch.cat([first_item(b) for b in loader])
-    else:
-        raise TypeError(
-            f"{name} must be a tensor, an (x, y) pair, a Dataset or a DataLoader, "
-            f"got {type(data).__name__}"
-        )
-    if x.dim() < 2:
-        raise DataError(
-            f"{name} must have shape (N, ...) with one row per datapoint, got {tuple(x.shape)}"
-        )
-    if x.shape[0] == 0:
-        raise DataError(f"{name} is empty")
-    return _as_float(x)
-
-
-def check_finite(x: torch.Tensor, name: str = "data") -> None:
-    """:raises DataError: naming the first datapoint that holds a NaN or an infinity."""
-    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
-    if bool(bad.any()):
-        idx = int(bad.nonzero()[0, 0])
-        kinds = "NaN" if bool(torch.isnan(x[idx]).any()) else "Inf"
-        raise DataError(
-            f"{name} holds non-finite values: {int(bad.sum())} datapoint(s), the first at index "
-            f"{idx} ({kinds})"
-        )
+    return as_batch(data, name)["x"]
 
 
 # ---------------------------------------------------------------- binarisation
