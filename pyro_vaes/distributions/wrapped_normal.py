@@ -34,6 +34,7 @@ def __getattr__(name: str) -> Any:  # ``PoincareBall`` itself, imported on first
         return _geoopt_ball()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 _SCALAR = torch.Size()
 _ShapeLike = torch.Size | list[int] | tuple[int, ...]
 

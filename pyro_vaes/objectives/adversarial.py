@@ -212,6 +212,8 @@ class VAEGANLoss(_Adversarial):
     :param observed: the observed site.
     """
 
+    adversary: Discriminator
+
     def __init__(
         self,
         data_size: int | None = None,

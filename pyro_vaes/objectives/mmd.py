@@ -9,7 +9,7 @@ import pyro.infer
 import torch
 
 from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
-from pyro_vaes.objectives.terms import batch_statistic_site, negative_elbo, weigh
+from pyro_vaes.objectives.terms import batch_statistic_site, negative_elbo, prior_of, weigh
 from pyro_vaes.objectives.terms import kl as kl_term
 
 __all__ = ["MMDELBO", "imq_kernel", "mmd", "rbf_kernel"]
@@ -109,7 +109,7 @@ class MMDELBO(DifferentiableObjective, pyro.infer.ELBO):
     ) -> torch.Tensor:
         model_tr, guide_tr = traces(model, guide, args, kwargs)
         site, codes = batch_statistic_site(model_tr, guide_tr, self.latent, "the MMD")
-        prior_draws = model_tr.nodes[self.latent]["fn"].sample().reshape(codes.shape)
+        prior_draws = prior_of(model_tr, self.latent).sample().reshape(codes.shape)
         discrepancy = mmd(codes, prior_draws, self.kernel)
         kl = weigh(site, kl_term(model_tr, guide_tr, self.latent)).sum()
         rest = negative_elbo(model_tr, guide_tr, without=(self.latent,))

@@ -9,7 +9,7 @@ import pyro.infer
 import torch
 
 from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
-from pyro_vaes.objectives.terms import batch_statistic_site, negative_elbo, weigh
+from pyro_vaes.objectives.terms import batch_statistic_site, negative_elbo, prior_of, weigh
 
 __all__ = ["SlicedWassersteinELBO", "sliced_wasserstein"]
 
@@ -71,7 +71,7 @@ class SlicedWassersteinELBO(DifferentiableObjective, pyro.infer.ELBO):
         model_tr, guide_tr = traces(model, guide, args, kwargs)
         what = "the sliced Wasserstein distance"
         site, codes = batch_statistic_site(model_tr, guide_tr, self.latent, what)
-        prior_draws = model_tr.nodes[self.latent]["fn"].sample().reshape(codes.shape)
+        prior_draws = prior_of(model_tr, self.latent).sample().reshape(codes.shape)
         distance = sliced_wasserstein(codes, prior_draws, self.projections)
         rest = negative_elbo(model_tr, guide_tr, without=(self.latent,))
         return rest + self.lam * codes.shape[0] * weigh(site, distance)

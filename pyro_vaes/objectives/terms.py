@@ -59,13 +59,14 @@ __all__ = [
     "log_density_terms",
     "log_likelihood",
     "negative_elbo",
+    "prior_of",
     "total",
     "uniform_weight",
     "unweighted",
     "weigh",
 ]
 
-Site = dict[str, Any]
+Site = Any  # a node of a Pyro trace (pyro.poutine.runtime.Message)
 Weigh = Callable[[Site, torch.Tensor], torch.Tensor]
 
 
@@ -131,6 +132,12 @@ def latent_site(model_tr: Trace, guide_tr: Trace, name: str) -> Site:
     return q
 
 
+def prior_of(model_tr: Trace, name: str) -> Any:
+    """The distribution of the model's site ``name``."""
+    site: Site = model_tr.nodes[name]
+    return site["fn"]
+
+
 def codes(site: Site) -> torch.Tensor:
     """The site's draws as codes ``(n, d)``: every batch dim flattened, the last dim kept."""
     z = site["value"]
@@ -157,7 +164,8 @@ def _closed_form(q: Site, p: Site) -> torch.Tensor | None:
 def kl(model_tr: Trace, guide_tr: Trace, name: str) -> torch.Tensor:
     r""":math:`\mathrm{KL}(q\,\|\,p)` of the latent site ``name``, unweighted, one entry per batch
     entry of the site: closed form where registered, else :math:`\log q(z) - \log p(z)`."""
-    q, p = guide_tr.nodes[name], model_tr.nodes[name]
+    q: Site = guide_tr.nodes[name]
+    p: Site = model_tr.nodes[name]
     value = _closed_form(q, p)
     if value is None:
         value = q["fn"].log_prob(q["value"]) - p["fn"].log_prob(q["value"])

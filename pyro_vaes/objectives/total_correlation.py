@@ -11,7 +11,13 @@ import torch
 from pyro.poutine.trace_struct import Trace
 
 from pyro_vaes.objectives.elbo import DifferentiableObjective, traces
-from pyro_vaes.objectives.terms import batch_statistic_site, by_datapoint, elbo_terms, weigh
+from pyro_vaes.objectives.terms import (
+    batch_statistic_site,
+    by_datapoint,
+    elbo_terms,
+    prior_of,
+    weigh,
+)
 from pyro_vaes.protocols import NeedsDatasetSize
 
 __all__ = ["TCELBO", "log_importance_weights"]
@@ -123,7 +129,7 @@ class TCELBO(DifferentiableObjective, pyro.infer.ELBO, NeedsDatasetSize):
         pairwise = base.log_prob(z.unsqueeze(1))  # (M, M, d): q(z_i,d | x_j)
         log_qz = torch.logsumexp(pairwise.sum(-1) + log_w, dim=1)
         log_prod_qzd = torch.logsumexp(pairwise + log_w.unsqueeze(-1), dim=1).sum(-1)
-        log_pz = model_tr.nodes[self.latent]["fn"].log_prob(z)
+        log_pz = prior_of(model_tr, self.latent).log_prob(z)
         terms = elbo_terms(model_tr, guide_tr)
         return {
             "recon": -by_datapoint((t for t in terms.values() if t.kind == "observed"), m),
