@@ -8,7 +8,7 @@ attributes:
   ``(params, event_dim) -> p(x | z)``: modules that return distributions, so any prior composes
   with any posterior.
 * :class:`Objective`: a Pyro ELBO (``loss``, ``loss_and_grads``, and for the fast path
-  ``differentiable_loss``). Optional capabilities are ABCs an objective inherits:
+  ``differentiable_loss``, :class:`Differentiable`). Optional capabilities are ABCs an objective inherits:
   :class:`Adversarial` (a second network with a loss of its own, which :func:`pyro_vaes.fit`
   gives its own optimizer) and :class:`NeedsDatasetSize` (estimators that need the dataset size
   ``N``, handed over by ``fit`` before training).
@@ -29,6 +29,7 @@ from torch.distributions import Distribution, constraints
 
 __all__ = [
     "Adversarial",
+    "Differentiable",
     "GenerativeModel",
     "Likelihood",
     "NeedsDatasetSize",
@@ -75,6 +76,16 @@ class Objective(Protocol):
     def loss_and_grads(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> float: ...
+
+
+@runtime_checkable
+class Differentiable(Protocol):
+    """An objective whose negative bound of a batch is a differentiable tensor (the fast path of
+    :func:`pyro_vaes.fit`: no host synchronisation, one ``backward``)."""
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor: ...
 
 
 class Adversarial(ABC):

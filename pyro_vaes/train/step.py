@@ -25,7 +25,7 @@ from torch import nn
 
 from pyro_vaes.data.batch import Batch, accepting, call_args, check_batch, num_datapoints
 from pyro_vaes.models.base import parameters_managed
-from pyro_vaes.protocols import Adversarial, NeedsDatasetSize
+from pyro_vaes.protocols import Adversarial, Differentiable, NeedsDatasetSize, Objective
 from pyro_vaes.train.structure import Structure, default_loss, owners, trace_structure
 
 __all__ = ["Step", "check_int", "make_optimizer"]
@@ -148,11 +148,9 @@ class Step:
             self.loss = default_loss(structure)
         if dataset_size is not None and isinstance(self.loss, NeedsDatasetSize):
             self.loss.bind_dataset_size(dataset_size)
-        if not hasattr(self.loss, "differentiable_loss") and not hasattr(
-            self.loss, "loss_and_grads"
-        ):
+        if not isinstance(self.loss, Objective):
             raise TypeError(f"{type(self.loss).__name__} is not a Pyro ELBO (no loss_and_grads)")
-        self.differentiable = hasattr(self.loss, "differentiable_loss")
+        self.differentiable = isinstance(self.loss, Differentiable)
         if not self.differentiable:
             self.model = _with_params(self.model, self.owners)
             self.guide = _with_params(self.guide, self.owners)

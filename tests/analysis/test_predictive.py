@@ -17,7 +17,7 @@ import pyro_vaes as pv
 from pyro_vaes import checks, likelihoods
 from pyro_vaes.analysis.predictive import log_marginal, posterior_predictive
 
-from . import linear_gaussian as lg
+from tests import linear_gaussian as lg
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ def test_a_variant_without_schedule_has_no_callbacks(small_vae):
 
 
 def test_readme_lists_every_variant():
-    text = (Path(__file__).parents[1] / "README.md").read_text()
+    text = (Path(__file__).parents[2] / "README.md").read_text()
     section = text[text.index("## Variants") : text.index("## Command line")]
     listed = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
     assert listed == set(pv.variants.registry)
