@@ -16,7 +16,6 @@ import torch
 import pyro_vaes as pv
 from pyro_vaes import checks, likelihoods
 from pyro_vaes.analysis.predictive import log_marginal, posterior_predictive
-
 from tests import linear_gaussian as lg
 
 
