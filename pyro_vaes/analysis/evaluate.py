@@ -39,6 +39,7 @@ from pyro_vaes.data.batch import (
 )
 from pyro_vaes.models.base import parameters_managed
 from pyro_vaes.objectives.importance import log_weights, plate_layout
+from pyro_vaes.train.step import check_int
 from pyro_vaes.train.structure import owners
 
 __all__ = [
@@ -54,10 +55,9 @@ __all__ = [
 
 
 def check_positive(**values: int) -> None:
-    """Raise ``ValueError`` unless every value is a positive integer."""
+    """Raise ``ValueError`` unless every value is a positive integer (Python's or NumPy's)."""
     for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_int(name, value, 1)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ __all__ = [
     "check_batch",
     "check_finite",
     "iterate",
+    "locate_bad",
     "num_datapoints",
     "select",
     "to_device",
@@ -83,6 +84,11 @@ def as_batch(data: Any, name: str = "data") -> Batch:
     with :func:`check_batch`; ``x`` as a float tensor."""
     if isinstance(data, DataLoader):
         raise TypeError(f"{name}: iterate a DataLoader with `iterate`, not as_batch")
+    if isinstance(data, list) and len(data) >= 2 and _same_shaped_tensors(data):
+        raise DataError(
+            f"{name} is a list of {len(data)} tensors of one shape {tuple(data[0].shape)}: "
+            "stack rows into one tensor (torch.stack), or pass data and labels as a tuple (x, y)"
+        )
     if isinstance(data, Dataset) and not isinstance(data, torch.Tensor):
         try:
             size = len(data)  # type: ignore[arg-type]
@@ -98,6 +104,25 @@ def as_batch(data: Any, name: str = "data") -> Batch:
         batch["x"] = batch["x"].float()
     check_batch(batch, name)
     return batch
+
+
+def _same_shaped_tensors(items: list) -> bool:
+    return all(isinstance(t, torch.Tensor) for t in items) and len({t.shape for t in items}) == 1
+
+
+def locate_bad(dataset: Any, name: str = "data") -> int | None:
+    """The index in ``dataset`` (map-style, with ``len``) of its first item with a non-finite
+    input, or ``None``: for naming a bad datapoint that a DataLoader's batch only showed by its
+    position in the batch."""
+    try:
+        size = len(dataset)
+    except TypeError:
+        return None
+    for i in range(size):
+        item = _from_item(dataset[i], name)
+        if any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in item.values()):
+            return i
+    return None
 
 
 def num_datapoints(batch: Mapping[str, torch.Tensor]) -> int:

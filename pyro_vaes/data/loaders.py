@@ -52,16 +52,34 @@ def as_tensor(data: torch.Tensor | Dataset | tuple | list, name: str = "data") -
 def binarize(x: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
     """Static binarisation: one Bernoulli draw per pixel with probability ``x`` in ``[0, 1]``,
     reproducible with ``seed`` (``None`` uses the global RNG)."""
-    if bool(((x < 0) | (x > 1)).any()):
-        raise DataError("binarize expects intensities in [0, 1]")
+    check_unit_interval(x, "binarize")
     gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
     return torch.bernoulli(x, generator=gen)
 
 
 def dynamic_binarize(x: torch.Tensor) -> torch.Tensor:
     """Dynamic binarisation: a fresh Bernoulli draw each time a batch is seen. Pass it as
-    ``fit(..., transform=dynamic_binarize)`` so that every epoch sees new binary images."""
+    ``fit(..., transform=dynamic_binarize)`` so that every epoch sees new binary images.
+
+    Intensities outside ``[0, 1]`` raise :class:`DataError` naming the first bad datapoint (on
+    the CPU; on a GPU the check would cost a synchronisation per step, so it is made where
+    ``fit`` first applies the transform to the whole data, which is on the CPU then)."""
+    if x.device.type == "cpu":
+        check_unit_interval(x, "dynamic_binarize")
     return torch.bernoulli(x)
+
+
+def check_unit_interval(x: torch.Tensor, what: str) -> None:
+    """:raises DataError: naming the first datapoint (row) of ``x`` with an intensity outside
+    ``[0, 1]``."""
+    bad = ((x < 0) | (x > 1)).reshape(x.shape[0], -1).any(dim=1)
+    if bool(bad.any()):
+        idx = int(bad.nonzero()[0, 0])
+        lo, hi = float(x[idx].min()), float(x[idx].max())
+        raise DataError(
+            f"{what} expects intensities in [0, 1]: {int(bad.sum())} datapoint(s) outside, the "
+            f"first at index {idx} (values from {lo:g} to {hi:g}); scale the data to [0, 1]"
+        )
 
 
 # ---------------------------------------------------------------- named datasets

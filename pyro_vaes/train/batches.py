@@ -10,7 +10,16 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from pyro_vaes.data.batch import Batch, as_batch, iterate, num_datapoints, select, to_device
+from pyro_vaes.data.batch import (
+    Batch,
+    as_batch,
+    iterate,
+    locate_bad,
+    num_datapoints,
+    select,
+    to_device,
+)
+from pyro_vaes.errors import DataError
 
 __all__ = ["Batches", "prepare"]
 
@@ -45,6 +54,12 @@ class Batches:
             self.size = num_datapoints(data)
             self.steps = math.ceil(self.size / batch_size)
 
+    def _where(self, k: int) -> str:
+        assert isinstance(self.data, DataLoader)
+        index = locate_bad(self.data.dataset, self.name)
+        where = f" (in batch {k} of the loader"
+        return f"{where}; index {index} of its dataset)" if index is not None else f"{where})"
+
     def first(self) -> Batch:
         """The first batch, unshuffled (for the checks before training)."""
         if isinstance(self.data, DataLoader):
@@ -53,9 +68,12 @@ class Batches:
 
     def __iter__(self) -> Iterator[Batch]:
         if isinstance(self.data, DataLoader):
-            for batch in iterate(self.data, self.name):
+            for k, batch in enumerate(iterate(self.data, self.name)):
                 if self.check is not None:  # a loader's batches are checked as they come
-                    self.check(batch)
+                    try:
+                        self.check(batch)
+                    except DataError as err:
+                        raise DataError(f"{err}{self._where(k)}") from err
                 yield to_device(batch, self.device)
             return
         if self.shuffle:

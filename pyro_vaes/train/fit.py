@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,10 @@ def fit(
             start_epoch = int(saved["epoch"]) + 1
 
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+        if ckpt_path is not None:  # the last check; the first write follows only after it
+            ckpt.check_writable(ckpt_path.parent, _checkpoint_bytes(step))
+            ckpt.clean_temporary(ckpt_path)
+        last_good = _LastGood(structure.params)
         bar = tqdm(
             total=batches.steps * epochs,
             initial=batches.steps * (start_epoch - 1),
@@ -179,7 +184,9 @@ def fit(
                     for cb in callbacks:
                         cb.on_epoch_start(state)
                     began = time.perf_counter()
-                    train_loss = _train_epoch(state, batches, step, transform, callbacks, bar)
+                    train_loss = _train_epoch(
+                        state, batches, step, transform, callbacks, bar, last_good
+                    )
                     val_loss = _score(step, val_batches)
                     history = state.history
                     history.epoch.append(epoch)
@@ -205,6 +212,14 @@ def fit(
     return state.history
 
 
+def _checkpoint_bytes(step: Step) -> int:
+    """A generous estimate of a checkpoint's size: the parameters, twice their size of optimizer
+    state, and a megabyte for the rest."""
+    assert step.structure is not None
+    params = sum(p.numel() * p.element_size() for p in step.structure.params.values())
+    return 3 * params + 2**20
+
+
 def _transformed(batch: Batch, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> Batch:
     return batch if transform is None else {**batch, "x": transform(batch["x"])}
 
@@ -214,7 +229,13 @@ def _resume_path(resume: bool | str | Path, checkpoint_dir: str | Path | None) -
         if checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir")
         candidate = Path(checkpoint_dir) / CHECKPOINT_NAME
-        return candidate if candidate.exists() else None
+        if candidate.exists():
+            return candidate
+        warnings.warn(
+            f"resume=True, but there is no checkpoint at {candidate}: training starts from scratch",
+            stacklevel=3,
+        )
+        return None
     if resume:
         path = Path(resume)  # type: ignore[arg-type]
         if not path.exists():
@@ -250,7 +271,9 @@ def _check_data(
         is_train = bs is batches
         if isinstance(bs.data, dict):
             x = bs.data["x"]
-            check_support(transform(x) if transform and is_train else x, observed, bs.name)
+            if transform is not None and is_train:
+                x = transform(x.cpu())  # on the CPU, where a transform can check its input
+            check_support(x, observed, bs.name)
         else:
             bs.check = functools.partial(_check_loader_batch, observed=observed, name=bs.name)
     if val_batches is not None:
@@ -296,6 +319,45 @@ def _restore(
     state.global_step = int(saved["global_step"])
 
 
+def _load_optimizer(
+    optimizer: torch.optim.Optimizer, saved: dict[str, Any], key: str, what: str, path: Path
+) -> None:
+    """Load the optimizer state saved under ``key``, refusing another optimizer's state; the
+    hyperparameters given now (a new learning rate, say) replace the saved ones, with a
+    warning that names them."""
+    kind = saved.get(f"{key}_type")
+    if kind is not None and kind != type(optimizer).__name__:
+        raise CheckpointError(
+            f"{path}: the {what} state was written by {kind}, but this fit uses "
+            f"{type(optimizer).__name__}; resume with the same optimizer"
+        )
+    wanted = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(saved[key])
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: the {what} state does not match: {err}") from err
+    changed = set()
+    for group, new in zip(optimizer.param_groups, wanted, strict=True):
+        for name, value in new.items():
+            if name in group and not _same(group[name], value):
+                changed.add(f"{name} {group[name]!r} -> {value!r}")
+            group[name] = value
+    if changed:
+        warnings.warn(
+            f"resuming with other settings for the {what} than {path} holds: "
+            f"{', '.join(sorted(changed))} (the new ones apply)",
+            stacklevel=4,
+        )
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return bool(torch.equal(torch.as_tensor(a), torch.as_tensor(b)))
+    return bool(a == b)
+
+
 def _snapshot(
     state: FitState, step: Step, callbacks: list[Callback], shuffle_gen: torch.Generator
 ) -> dict[str, Any]:
@@ -305,13 +367,35 @@ def _snapshot(
         "global_step": state.global_step,
         "params": {k: v.detach().cpu() for k, v in step.structure.params.items()},
         "optimizer": step.optimizer.state_dict(),
+        "optimizer_type": type(step.optimizer).__name__,
         "history": state.history.to_dict(),
         "callbacks": [cb.state_dict() for cb in callbacks],
         "rng": rng_state(shuffle_gen),
     }
     if step.adversary_optimizer is not None:
         out["adversary_optimizer"] = step.adversary_optimizer.state_dict()
+        out["adversary_optimizer_type"] = type(step.adversary_optimizer).__name__
     return out
+
+
+class _LastGood:
+    """The parameters at the last check that found the losses and the parameters finite, on the
+    device (a copy every ``CHECK_EVERY`` steps): what a diverged fit puts back."""
+
+    def __init__(self, params: dict[str, torch.Tensor]) -> None:
+        self.params = [p for p in params.values() if p.is_floating_point()]
+        self.keep()
+
+    def keep(self) -> None:
+        self.saved = [p.detach().clone() for p in self.params]
+
+    def finite(self) -> bool:
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all())
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, saved in zip(self.params, self.saved, strict=True):
+                p.copy_(saved)
 
 
 def _train_epoch(
@@ -321,10 +405,12 @@ def _train_epoch(
     transform: Callable[[torch.Tensor], torch.Tensor] | None,
     callbacks: list[Callback],
     bar: Any,
+    last_good: _LastGood,
 ) -> float:
     """One pass over the data; returns the mean training loss per datapoint. The step losses stay
-    on the device and are read (summed, and checked for NaN or Inf) every ``CHECK_EVERY``
-    steps."""
+    on the device and are read (summed, and checked for NaN or Inf, as are the parameters) every
+    ``CHECK_EVERY`` steps; on a bad check the parameters go back to the last good ones and
+    :class:`TrainingDiverged` is raised."""
     for m in step.owners:
         m.train()
     total, count, pending = 0.0, 0, []
@@ -340,14 +426,19 @@ def _train_epoch(
         if len(pending) == CHECK_EVERY or i + 1 == batches.steps:
             values = torch.stack(pending).double()
             bad = (~torch.isfinite(values)).nonzero()
-            if len(bad):
-                first = i + 1 - len(pending) + int(bad[0, 0])
+            if len(bad) or not last_good.finite():
+                first = i + 1 - len(pending) + (int(bad[0, 0]) if len(bad) else len(pending) - 1)
+                last_good.restore()
+                what = "the loss" if len(bad) else "a parameter"
                 raise TrainingDiverged(
-                    f"the loss became NaN or infinite at epoch {state.epoch}, step {first}; "
-                    "training stopped and the last good checkpoint (if any) is kept",
+                    f"{what} became NaN or infinite at epoch {state.epoch}, step {first}; "
+                    f"training stopped, the parameters are back at their values of up to "
+                    f"{CHECK_EVERY} steps earlier (the last finite check), and the last good "
+                    "checkpoint (if any) is kept",
                     epoch=state.epoch,
                     step=first,
                 )
+            last_good.keep()
             total += float(values.sum())
             pending = []
             bar.set_postfix(epoch=state.epoch, loss=f"{total / count:.3f}", refresh=False)
