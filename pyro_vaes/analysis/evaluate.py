@@ -40,7 +40,7 @@ from pyro_vaes.data.batch import (
 from pyro_vaes.models.base import parameters_managed
 from pyro_vaes.objectives.importance import log_weights, plate_layout
 from pyro_vaes.train.step import check_int
-from pyro_vaes.train.structure import owners
+from pyro_vaes.train.structure import owners, scoring
 
 __all__ = [
     "Evaluation",
@@ -73,6 +73,13 @@ class Evaluation:
     @property
     def size(self) -> int:
         return num_datapoints(self.data)
+
+    def layout(self, batch_size: int) -> tuple[int, int]:
+        """The model's plate nesting and data dim (:func:`plate_layout`), from a first run of
+        model and guide; where they cannot score the data, a :class:`DataError` that says so."""
+        args, kwargs = next(self.batches(batch_size))
+        with scoring({"x": args[0]}):
+            return plate_layout(self.model, self.guide, args, kwargs)
 
     def batches(self, batch_size: int) -> Iterator[tuple[tuple, dict[str, torch.Tensor]]]:
         """``(args, kwargs)`` of the model calls on consecutive batches, on the device."""
@@ -138,7 +145,7 @@ def scores(
     out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     with evaluating(model, guide, data) as ev:
         model, guide = ev.model, ev.guide
-        nesting, data_dim = plate_layout(model, guide, *next(ev.batches(batch_size)))
+        nesting, data_dim = ev.layout(batch_size)
         total = math.ceil(ev.size / batch_size) * math.ceil(num_samples / chunk_size)
         with tqdm(total=total, disable=not progress, unit="chunk") as bar:
             for args, kwargs in ev.batches(batch_size):

@@ -50,7 +50,6 @@ from tqdm.auto import tqdm
 from pyro_vaes.analysis.evaluate import check_positive, evaluating
 from pyro_vaes.objectives.importance import (
     particle_traces,
-    plate_layout,
     vectorised,
     weights_from_traces,
 )
@@ -113,7 +112,7 @@ def posterior_predictive(
     parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     with evaluating(model, guide, data) as ev:
         model, guide = ev.model, ev.guide
-        nesting, data_dim = plate_layout(model, guide, *next(ev.batches(batch_size)))
+        nesting, data_dim = ev.layout(batch_size)
         steps = math.ceil(ev.size / batch_size)
         for args, kwargs in tqdm(
             ev.batches(batch_size), total=steps, disable=not progress, unit="batch"

@@ -39,7 +39,6 @@ __all__ = [
     "check_batch",
     "check_finite",
     "iterate",
-    "locate_bad",
     "num_datapoints",
     "select",
     "to_device",
@@ -110,30 +109,15 @@ def _same_shaped_tensors(items: list) -> bool:
     return all(isinstance(t, torch.Tensor) for t in items) and len({t.shape for t in items}) == 1
 
 
-def locate_bad(dataset: Any, name: str = "data") -> int | None:
-    """The index in ``dataset`` (map-style, with ``len``) of its first item with a non-finite
-    input, or ``None``: for naming a bad datapoint that a DataLoader's batch only showed by its
-    position in the batch."""
-    try:
-        size = len(dataset)
-    except TypeError:
-        return None
-    for i in range(size):
-        item = _from_item(dataset[i], name)
-        if any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in item.values()):
-            return i
-    return None
-
-
 def num_datapoints(batch: Mapping[str, torch.Tensor]) -> int:
     """The number of datapoints in ``batch``."""
     return batch["x"].shape[0]
 
 
-def check_batch(batch: Mapping[str, torch.Tensor], name: str = "data") -> None:
+def check_batch(batch: Mapping[str, torch.Tensor], name: str = "data", offset: int = 0) -> None:
     """:raises DataError: unless ``x`` is ``(N, ...)`` with ``N > 0``, every input has ``N``
     rows, and every floating-point input is finite (naming the input and the first bad
-    datapoint)."""
+    datapoint: its row plus ``offset``, for a part of a dataset)."""
     x = batch["x"]
     if x.dim() < 2:
         raise DataError(
@@ -148,16 +132,17 @@ def check_batch(batch: Mapping[str, torch.Tensor], name: str = "data") -> None:
                 "rows; every input needs one row per datapoint"
             )
         if value.is_floating_point():
-            check_finite(value, name, "x" if key == "x" else f"input {key!r}")
+            check_finite(value, name, "x" if key == "x" else f"input {key!r}", offset)
 
 
-def check_finite(value: torch.Tensor, name: str = "data", what: str = "x") -> None:
+def check_finite(value: torch.Tensor, name: str = "data", what: str = "x", offset: int = 0) -> None:
     """:raises DataError: naming the first datapoint (row) of ``value`` that holds a NaN or an
     infinity."""
     bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
     if bool(bad.any()):
-        idx = int(bad.nonzero()[0, 0])
-        kind = "NaN" if bool(torch.isnan(value[idx]).any()) else "Inf"
+        row = int(bad.nonzero()[0, 0])
+        idx = row + offset
+        kind = "NaN" if bool(torch.isnan(value[row]).any()) else "Inf"
         raise DataError(
             f"{name} holds non-finite values in {what}: {int(bad.sum())} datapoint(s), the "
             f"first at index {idx} ({kind})"

@@ -14,12 +14,10 @@ from pyro_vaes.data.batch import (
     Batch,
     as_batch,
     iterate,
-    locate_bad,
     num_datapoints,
     select,
     to_device,
 )
-from pyro_vaes.errors import DataError
 
 __all__ = ["Batches", "prepare"]
 
@@ -46,19 +44,13 @@ class Batches:
     ) -> None:
         self.data, self.batch_size, self.device = data, batch_size, device
         self.generator, self.shuffle, self.name = generator, shuffle, name
-        self.check: Callable[[Batch], None] | None = None
+        self.check: Callable[[Batch, int], None] | None = None  # (batch, rows seen before it)
         if isinstance(data, DataLoader):
             self.size = len(data.dataset)  # type: ignore[arg-type]
             self.steps = len(data)
         else:
             self.size = num_datapoints(data)
             self.steps = math.ceil(self.size / batch_size)
-
-    def _where(self, k: int) -> str:
-        assert isinstance(self.data, DataLoader)
-        index = locate_bad(self.data.dataset, self.name)
-        where = f" (in batch {k} of the loader"
-        return f"{where}; index {index} of its dataset)" if index is not None else f"{where})"
 
     def first(self) -> Batch:
         """The first batch, unshuffled (for the checks before training)."""
@@ -68,12 +60,11 @@ class Batches:
 
     def __iter__(self) -> Iterator[Batch]:
         if isinstance(self.data, DataLoader):
-            for k, batch in enumerate(iterate(self.data, self.name)):
-                if self.check is not None:  # a loader's batches are checked as they come
-                    try:
-                        self.check(batch)
-                    except DataError as err:
-                        raise DataError(f"{err}{self._where(k)}") from err
+            seen = 0
+            for batch in iterate(self.data, self.name):
+                if self.check is not None:  # an unsized dataset's batches: checked as they come
+                    self.check(batch, seen)
+                seen += num_datapoints(batch)
                 yield to_device(batch, self.device)
             return
         if self.shuffle:

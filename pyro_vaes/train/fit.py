@@ -16,9 +16,10 @@ from typing import Any
 
 import pyro
 import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from pyro_vaes.data.batch import Batch, check_batch
+from pyro_vaes.data.batch import Batch, check_batch, iterate, num_datapoints
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
 from pyro_vaes.models.base import parameters_managed
 from pyro_vaes.train import checkpoint as ckpt
@@ -263,19 +264,27 @@ def _check_data(
     transform: Callable[[torch.Tensor], torch.Tensor] | None,
     step: Step,
 ) -> None:
-    """Supports of the whole data (or of every loader batch as it comes), and a dry run of the
-    objective on the first validation batch, all before the first step."""
+    """Finiteness and supports of all the data before the first step: tensors at once, a
+    DataLoader's sized dataset in one pass of its own (an unsized one batch by batch as it
+    comes), every bad datapoint named by its index in the dataset; then a dry run of the
+    objective on the first validation batch."""
     for bs in (batches, val_batches):
         if bs is None:
             continue
-        is_train = bs is batches
+        fn = transform if bs is batches else None
         if isinstance(bs.data, dict):
             x = bs.data["x"]
-            if transform is not None and is_train:
-                x = transform(x.cpu())  # on the CPU, where a transform can check its input
+            if fn is not None:
+                x = fn(x.cpu())  # on the CPU, where a transform can check its input
             check_support(x, observed, bs.name)
+        elif _sized(bs.data.dataset):
+            offset = 0
+            loader = DataLoader(bs.data.dataset, batch_size=1024, collate_fn=bs.data.collate_fn)
+            for part in iterate(loader, bs.name):
+                _check_part(part, offset, observed, fn, bs.name)
+                offset += num_datapoints(part)
         else:
-            bs.check = functools.partial(_check_loader_batch, observed=observed, name=bs.name)
+            bs.check = functools.partial(_check_part, observed=observed, transform=fn, name=bs.name)
     if val_batches is not None:
         first = val_batches.first()
         step.bind_inputs(first)
@@ -287,9 +296,25 @@ def _check_data(
             step.value(first)
 
 
-def _check_loader_batch(batch: Batch, observed: dict[str, Any], name: str) -> None:
-    check_batch(batch, f"a batch of {name}")
-    check_support(batch["x"], observed, f"a batch of {name}")
+def _sized(dataset: Any) -> bool:
+    try:
+        len(dataset)
+    except TypeError:
+        return False
+    return True
+
+
+def _check_part(
+    part: Batch,
+    offset: int,
+    observed: dict[str, Any],
+    transform: Callable[[torch.Tensor], torch.Tensor] | None,
+    name: str,
+) -> None:
+    """Finiteness and supports of ``part``, rows ``offset`` onwards of a dataset."""
+    check_batch(part, name, offset)
+    x = part["x"] if transform is None else transform(part["x"].cpu())
+    check_support(x, observed, name, offset)
 
 
 def _restore(
@@ -301,17 +326,14 @@ def _restore(
     state: FitState,
 ) -> None:
     assert step.structure is not None and step.optimizer is not None
-    load_params(saved["params"], step.structure.params, path)
     optimizers = [("optimizer", step.optimizer, "optimizer")]
     if step.adversary_optimizer is not None:
         optimizers.append(
             ("adversary_optimizer", step.adversary_optimizer, "adversary's optimizer")
         )
-    for key, optimizer, what in optimizers:
-        try:
-            optimizer.load_state_dict(saved[key])
-        except (ValueError, KeyError) as err:
-            raise CheckpointError(f"{path}: the {what} state does not match: {err}") from err
+    for key, optimizer, what in optimizers:  # the optimizers first: the parameters stay as they
+        _load_optimizer(optimizer, saved, key, what, path)  # are if either does not match
+    load_params(saved["params"], step.structure.params, path)
     for cb, cb_state in zip(callbacks, saved.get("callbacks", []), strict=False):
         cb.load_state_dict(cb_state)
     set_rng_state(saved["rng"], shuffle_gen)

@@ -65,10 +65,13 @@ def scoring(batch: Batch, name: str = "data") -> Iterator[None]:
     try:
         yield
     except (RuntimeError, ValueError, IndexError) as err:
+        if isinstance(err, DataError):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0]  # Pyro appends a table of shapes
         raise DataError(
             f"the model and guide cannot score a batch of {name} of shape "
             f"{tuple(batch['x'].shape)}; does the data match the model? "
-            f"({type(err).__name__}: {err})"
+            f"({type(err).__name__}: {first})"
         ) from err
 
 
@@ -162,16 +165,18 @@ def default_loss(structure: Structure) -> Any:
     return ELBO() if structure.reparameterized else pyro.infer.Trace_ELBO()
 
 
-def check_support(x: torch.Tensor, observed: dict[str, constraints.Constraint], name: str) -> None:
+def check_support(
+    x: torch.Tensor, observed: dict[str, constraints.Constraint], name: str, offset: int = 0
+) -> None:
     """:raises DataError: where ``x`` holds values outside the support of an observed site,
-    naming the first such datapoint."""
+    naming the first such datapoint (its index plus ``offset``, for a part of a dataset)."""
     for site, support in observed.items():
         if support is constraints.real or isinstance(support, type(constraints.real)):
             continue
         ok = support.check(x)
         ok = ok.reshape(ok.shape[0], -1).all(dim=1) if ok.dim() > 0 else ok.reshape(1)
         if not bool(ok.all()):
-            idx = int((~ok).nonzero()[0, 0])
+            idx = int((~ok).nonzero()[0, 0]) + offset
             raise DataError(
                 f"{name} holds values outside the support of observed site {site!r} ({support}): "
                 f"{int((~ok).sum())} datapoint(s), the first at index {idx}; binary likelihoods "
