@@ -1,7 +1,9 @@
 """The ``pyro-vaes`` command: ``train``, ``evaluate``, ``sample``, ``report`` and ``list``.
 
-A run folder holds ``config.json`` (what to build: variant, options, data), ``checkpoint.pt``
-(parameters only; loading it runs no code), ``metrics.json`` and PNG pictures.
+What a run folder is, and when ``train`` may write into one, is :mod:`pyro_vaes.app.runs`.
+Every user error (bad option, unusable folder or file, data that cannot be loaded, a damaged
+checkpoint, a diverged fit) is one line on stderr, ``pyro-vaes: error: ...``, and exit code 2;
+nothing is written before every check has passed.
 """
 
 from __future__ import annotations
@@ -9,20 +11,37 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from pyro_vaes import data
 from pyro_vaes.analysis import evaluate, plots
+from pyro_vaes.app import runs
 from pyro_vaes.app.report import write_report
-from pyro_vaes.app.runs import BINARIZE, CONFIG, METRICS, load_run, prepare_data
+from pyro_vaes.app.runs import BINARIZE, CONFIG, METRICS, RunFolderError
 from pyro_vaes.catalogue import variants
-from pyro_vaes.errors import CheckpointError, DataError
+from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
+from pyro_vaes.train.callbacks import Callback, FitState
 from pyro_vaes.train.fit import resolve_device
+
+#: what ``main`` reports in one line (exit code 2) instead of a traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    RunFolderError,
+    DataError,
+    CheckpointError,
+    TrainingDiverged,
+    ValueError,
+    TypeError,
+    OSError,
+    torch.cuda.OutOfMemoryError,
+)
 
 
 def _pictures(model: Any, splits: data.Splits, out: Path, n: int = 64) -> None:
@@ -44,79 +63,217 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {
-        "latent_dim": args.latent_dim,
-        "net": args.net,
-        "likelihood": args.likelihood,
-        "hidden": args.hidden,
-    }
-    for key in ("beta", "prior", "posterior", "flow_steps", "components", "curvature"):
-        if getattr(args, key) is not None:  # unset: the variant's default
-            options[key] = getattr(args, key)
-    binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
-    out = Path(args.out or f"runs/{args.variant}-{args.data}")
-    config = {
-        "variant": args.variant,
+# ------------------------------------------------------------------------------------ train
+
+#: ``train`` options: dest -> (flag, default). Their argparse default is ``None``, so a value
+#: means "given on the command line"; with ``--resume`` the options not given are the run's.
+TRAIN_OPTIONS: dict[str, tuple[str, Any]] = {
+    "variant": ("--variant", "vae"),
+    "data": ("--data", "digits"),
+    "data_root": ("--data-root", None),
+    "epochs": ("--epochs", 30),
+    "batch_size": ("--batch-size", 100),
+    "lr": ("--lr", 1e-3),
+    "latent_dim": ("--latent-dim", 16),
+    "hidden": ("--hidden", [512]),
+    "net": ("--net", "mlp"),
+    "likelihood": ("--likelihood", "bernoulli"),
+    "beta": ("--beta", None),
+    "prior": ("--prior", None),
+    "posterior": ("--posterior", None),
+    "flow_steps": ("--flow-steps", None),
+    "components": ("--components", None),
+    "curvature": ("--curvature", None),
+    "binarize": ("--binarize", None),
+    "seed": ("--seed", 0),
+}
+#: model options always saved; the others (``None`` by default) are saved only when given
+_MODEL_ALWAYS = ("latent_dim", "net", "likelihood", "hidden")
+_MODEL_OPTIONAL = ("beta", "prior", "posterior", "flow_steps", "components", "curvature")
+#: options of the config's top level that a resumed run must keep
+_RUN_KEYS = ("variant", "data", "binarize", "batch_size", "lr", "seed")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def _train_config(
+    args: argparse.Namespace, saved: dict[str, Any] | None, source: Path
+) -> dict[str, Any]:
+    """The run's config from the command line: given options, else the saved run's
+    (``saved``, when resuming), else the defaults. A given option that differs from the saved
+    run's is refused, naming it."""
+    given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    saved_options: dict[str, Any] = dict(saved["options"]) if saved is not None else {}
+
+    def value(key: str) -> Any:
+        if key in given:
+            return given[key]
+        if saved is not None:
+            where = saved_options if key in _MODEL_ALWAYS + _MODEL_OPTIONAL else saved
+            if key in where:
+                return where[key]
+        return TRAIN_OPTIONS[key][1]
+
+    options: dict[str, Any] = {k: value(k) for k in _MODEL_ALWAYS}
+    for key in _MODEL_OPTIONAL:
+        v = value(key)
+        if v is not None:  # unset: the variant's default
+            options[key] = v
+    config: dict[str, Any] = {
+        "format": runs.RUN_FORMAT,
+        "variant": value("variant"),
         "options": options,
-        "data": args.data,
-        "data_root": args.data_root,
-        "binarize": binarize,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "seed": args.seed,
+        "data": value("data"),
+        "data_root": value("data_root"),
+        "binarize": value("binarize")
+        or ("dynamic" if options["likelihood"] == "bernoulli" else "none"),
+        "epochs": value("epochs"),
+        "batch_size": value("batch_size"),
+        "lr": value("lr"),
+        "seed": value("seed"),
     }
-    if args.variant not in variants.registry:
-        raise ValueError(f"unknown variant {args.variant!r}; see `pyro-vaes list`")
-    resolve_device(args.device)
-    splits, transform = prepare_data(config)
+    if saved is None:
+        return config
+    variant = variants.registry.get(saved["variant"])
+    for key in _RUN_KEYS + _MODEL_ALWAYS + _MODEL_OPTIONAL:
+        if key not in given:
+            continue
+        if key in _RUN_KEYS:
+            if key not in saved:
+                continue  # an older run that did not record it
+            before, what = saved[key], _shown(saved[key])
+        elif key in saved_options:
+            before, what = saved_options[key], _shown(saved_options[key])
+        else:
+            before = variant.defaults.get(key) if variant is not None else None
+            what = "the variant's default" + (f" ({_shown(before)})" if before is not None else "")
+        if given[key] != before:
+            flag = TRAIN_OPTIONS[key][0]
+            raise RunFolderError(
+                f"--resume: {flag} {_shown(given[key])} differs from the run's {what} "
+                f"({source}); leave {flag} out to keep the run's, or train into another --out"
+            )
+    return config
+
+
+def _check_device(device: str) -> None:
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as err:  # CUDA asked for, none available
+        raise ValueError(f"--device {device}: {err}") from err
+    except ValueError as err:
+        raise ValueError(f"--device {device}: {err}") from err
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s)")
+
+
+class _OnFitStart(Callback):
+    """Runs ``begin`` once ``fit`` has checked model, guide, data and checkpoint, just before
+    the first epoch: the run folder is written only then."""
+
+    def __init__(self, begin: Callable[[], None]) -> None:
+        self.begin = begin
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.begin()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    variant_name = args.variant or TRAIN_OPTIONS["variant"][1]
+    data_name = args.data or TRAIN_OPTIONS["data"][1]
+    out = Path(args.out) if args.out is not None else Path("runs") / f"{variant_name}-{data_name}"
+    # 1. checks that read only: the folder, the options, the device, the data, the model
+    folder = runs.check_train_folder(out, resume=args.resume, overwrite=args.overwrite)
+    saved = folder.config if args.resume else None
+    config = _train_config(args, saved, out / CONFIG)
+    if config["variant"] not in variants.registry:
+        raise ValueError(f"unknown variant {config['variant']!r}; see `pyro-vaes list`")
+    _check_device(args.device)
+    splits, transform = runs.prepare_data(config)
     config["data_shape"] = list(splits.shape)
-    torch.manual_seed(args.seed)
-    model: Any = variants.build(args.variant, splits.shape, **options)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(json.dumps(config, indent=2))
-    history = variants.registry[args.variant].fit(
-        model,
-        (splits.x_train, splits.y_train),  # labels reach models that take y
-        optim=functools.partial(torch.optim.Adam, lr=args.lr),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        device=args.device,
-        val_data=(splits.x_test, splits.y_test),
-        transform=transform,
-        checkpoint_dir=out,
-        resume=args.resume,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
-    model.eval()
-    test = (splits.x_test, splits.y_test)
-    s = evaluate.scores(model.model, model.guide, test, args.eval_samples, progress=not args.quiet)
-    metrics = {
-        "history": history.to_dict(),
-        "test": {
-            "num_samples": args.eval_samples,
-            "log_likelihood": float(s.log_likelihood.mean()),
-            "elbo": float(s.elbo.mean()),
-            "reconstruction": float(s.reconstruction.mean()),
-        },
-    }
-    (out / METRICS).write_text(json.dumps(metrics, indent=2))
-    plots.loss_curve(history, out / "loss.png")
-    _pictures(model.cpu(), splits, out)
+    if saved is not None and saved["data_shape"] != config["data_shape"]:
+        raise RunFolderError(
+            f"--resume: the data are shaped {config['data_shape']}, the run's "
+            f"{saved['data_shape']} ({out / CONFIG})"
+        )
+    torch.manual_seed(config["seed"])
+    model: Any = variants.build(config["variant"], splits.shape, **config["options"])
+
+    # 2. the folder is ours: check again under the lock, then the checkpoint to resume from
+    with runs.open_folder(out) as lock:
+        now = runs.check_train_folder(out, resume=args.resume, overwrite=args.overwrite, lock=lock)
+        new = ("missing", "empty")  # the folder was created just now
+        if now.config != folder.config or (now.kind != folder.kind and now.kind not in new):
+            raise RunFolderError(f"{out} changed while train was starting; run it again")
+        if args.resume:
+            epoch = runs.check_checkpoint(out, model)
+            if epoch is None:
+                print(
+                    f"pyro-vaes: note: {out} has no {runs.CHECKPOINT} yet (the run stopped "
+                    "before its first epoch ended); --resume trains it from epoch 1",
+                    file=sys.stderr,
+                )
+            elif epoch > config["epochs"]:
+                raise ValueError(
+                    f"--resume: the run's checkpoint is at epoch {epoch}, beyond --epochs "
+                    f"{config['epochs']}; ask for at least {epoch}"
+                )
+
+        def begin() -> None:  # 3. every check has passed: write
+            if args.overwrite:
+                runs.remove_train_files(out)
+            runs.write_json(out / CONFIG, config)
+
+        history = variants.registry[config["variant"]].fit(
+            model,
+            (splits.x_train, splits.y_train),  # labels reach models that take y
+            optim=functools.partial(torch.optim.Adam, lr=config["lr"]),
+            epochs=config["epochs"],
+            batch_size=config["batch_size"],
+            device=args.device,
+            val_data=(splits.x_test, splits.y_test),
+            transform=transform,
+            callbacks=[_OnFitStart(begin)],
+            checkpoint_dir=out,
+            resume=args.resume,
+            seed=config["seed"],
+            progress=not args.quiet,
+        )
+        model.eval()
+        test = (splits.x_test, splits.y_test)
+        eval_samples = args.eval_samples or 500
+        s = evaluate.scores(model.model, model.guide, test, eval_samples, progress=not args.quiet)
+        metrics: dict[str, Any] = {
+            "history": history.to_dict(),
+            "test": {
+                "num_samples": eval_samples,
+                "log_likelihood": float(s.log_likelihood.mean()),
+                "elbo": float(s.elbo.mean()),
+                "reconstruction": float(s.reconstruction.mean()),
+            },
+        }
+        runs.write_json(out / METRICS, metrics)
+        plots.loss_curve(history, out / "loss.png")
+        _pictures(model.cpu(), splits, out)
     print(
         f"test log-likelihood {metrics['test']['log_likelihood']:.2f} nats "
-        f"(IWAE, k={args.eval_samples}); run written to {out}"
+        f"(IWAE, k={eval_samples}); run written to {out}"
     )
     return 0
 
 
+# ------------------------------------------------------------------ evaluate, sample, report
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    config, model = load_run(Path(args.run))
+    config, model = runs.load_run(Path(args.run))
     if args.data_root:
         config["data_root"] = args.data_root
-    splits, _ = prepare_data(config)
+    splits, _ = runs.prepare_data(config)
     test = (splits.x_test, splits.y_test)
     s = evaluate.scores(model.model, model.guide, test, args.num_samples, progress=not args.quiet)
     result = {
@@ -129,13 +286,71 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+_SAMPLES = re.compile(r"samples-(\d+)\.png")
+
+
+def _sample_target(run: Path, out: str | None, overwrite: bool) -> Path | None:
+    """Check where ``sample`` may write (``None``: a new ``RUN/samples-N.png``)."""
+    if out is None:
+        if overwrite:
+            raise ValueError("--overwrite applies to --out PATH; without it a new file is chosen")
+        return None
+    path = Path(out)
+    if path.is_dir():
+        raise RunFolderError(f"--out {path} is a folder; give a file name such as samples.png")
+    if path.name in (*runs.TRAIN_FILES, runs.LOCK) and runs.is_run(path.parent):
+        raise RunFolderError(
+            f"--out {path} is one of the run's own files (train wrote it); choose another name"
+        )
+    if path.exists() and not overwrite:
+        raise RunFolderError(f"--out {path} exists; pass --overwrite to replace it")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kind = path.suffix.lstrip(".").lower()
+    if kind and kind not in FigureCanvasBase.get_supported_filetypes():
+        raise ValueError(
+            f"--out {path}: cannot write .{kind} pictures; use .png, .pdf, .svg or .jpg"
+        )
+    if not path.parent.exists():
+        runs.check_parent(path)
+    return path
+
+
+def _claim_samples_file(run: Path) -> Path:
+    """A new ``run/samples-N.png``, created empty (atomically) so no other command takes it."""
+    taken = [int(m.group(1)) for m in map(_SAMPLES.fullmatch, os.listdir(run)) if m]
+    n = max(taken, default=0) + 1
+    while not runs.claim_file(run / f"samples-{n}.png"):
+        n += 1
+    return run / f"samples-{n}.png"
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    _, model = load_run(Path(args.run))
-    if args.n < 1:
-        raise ValueError(f"-n must be >= 1, got {args.n}")
+    run = Path(args.run)
+    config = runs.read_config(run)
+    if len(config["data_shape"]) != 3:
+        raise RunFolderError(
+            f"{run} was trained on {config['data']!r}, which are not images (shape "
+            f"{config['data_shape']}): sample draws image grids"
+        )
+    target = _sample_target(run, args.out, args.overwrite)
+    _, model = runs.load_run(run)
     torch.manual_seed(args.seed)
-    path = Path(args.out or Path(args.run) / "samples.png")
-    plots.save_image_grid(model.sample(args.n), path, f"{args.n} samples")
+    images = model.sample(args.n)
+    if target is None:
+        path, claimed = _claim_samples_file(run), True
+    else:
+        path = target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        claimed = runs.claim_file(path)
+        if not claimed and not args.overwrite:  # created since the check
+            raise RunFolderError(f"--out {path} exists; pass --overwrite to replace it")
+    try:
+        plots.save_image_grid(images, path, f"{args.n} samples")
+    except BaseException:
+        if claimed:
+            path.unlink(missing_ok=True)
+        raise
     print(f"wrote {path}")
     return 0
 
@@ -153,57 +368,90 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+# ---------------------------------------------------------------------------------- parsing
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error in one line (``main`` prints it) instead of usage and exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _number(cast: Callable[[str], Any], low: float, inclusive: bool) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(
+                f"must be {'>=' if inclusive else '>'} {low:g}, got {text}"
+            )
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 1, True)
+_non_negative_int = _number(int, 0, True)
+_positive_float = _number(float, 0, False)
+_non_negative_float = _number(float, 0, True)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyro-vaes", description=__doc__.splitlines()[0])
+    p = _Parser(prog="pyro-vaes", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="fit a variant and write a run folder")
-    t.add_argument("--variant", default="vae", help="see `pyro-vaes list` (default: vae)")
-    t.add_argument("--data", default="digits", choices=sorted(data.registry))
-    t.add_argument("--data-root", default=None, help="folder with the dataset files")
-    t.add_argument("--epochs", type=_non_negative_int, default=30)
-    t.add_argument("--batch-size", type=_positive_int, default=100)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--latent-dim", type=_positive_int, default=16)
-    t.add_argument("--hidden", type=_positive_int, nargs="+", default=[512])
-    t.add_argument("--net", choices=["mlp", "conv"], default="mlp")
-    t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
-    t.add_argument("--beta", type=float, default=None, help="KL weight (beta_vae default: 4)")
-    t.add_argument("--prior", choices=sorted(variants.priors), default=None)
-    t.add_argument("--posterior", choices=sorted(variants.posteriors), default=None)
-    t.add_argument("--flow-steps", type=_positive_int, default=None)
-    t.add_argument("--curvature", type=float, default=None, help="c of the Poincare ball")
-    t.add_argument(
-        "--components",
-        type=_positive_int,
-        default=None,
-        help="mixture components or VampPrior pseudo-inputs",
+    t = sub.add_parser(
+        "train",
+        help="fit a variant and write a run folder",
+        description="Fit a variant and write a run folder (see README: Command line).",
     )
-    t.add_argument(
-        "--binarize",
+
+    def option(dest: str, help: str = "", **kwargs: Any) -> None:
+        flag, default = TRAIN_OPTIONS[dest]
+        shown = "" if default is None else f" (default: {_shown(default)})"
+        t.add_argument(flag, dest=dest, default=None, help=help + shown, **kwargs)
+
+    option("variant", "see `pyro-vaes list`")
+    option("data", choices=sorted(data.registry))
+    option("data_root", "folder with the dataset files")
+    option("epochs", "total epochs (a resumed run continues up to it)", type=_non_negative_int)
+    option("batch_size", type=_positive_int)
+    option("lr", "learning rate, > 0", type=_positive_float)
+    option("latent_dim", type=_positive_int)
+    option("hidden", type=_positive_int, nargs="+")
+    option("net", choices=["mlp", "conv"])
+    option("likelihood", choices=["bernoulli", "gaussian"])
+    option("beta", "KL weight (beta_vae default: 4)", type=_non_negative_float)
+    option("prior", choices=sorted(variants.priors))
+    option("posterior", choices=sorted(variants.posteriors))
+    option("flow_steps", type=_positive_int)
+    option("curvature", "c of the Poincare ball", type=_positive_float)
+    option("components", "mixture components or VampPrior pseudo-inputs", type=_positive_int)
+    option(
+        "binarize",
+        "default: dynamic for the Bernoulli likelihood, none otherwise",
         choices=sorted(BINARIZE),
-        default=None,
-        help="default: dynamic for the Bernoulli likelihood, none otherwise",
     )
-    t.add_argument("--device", default="auto")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--eval-samples", type=_positive_int, default=500)
+    option("seed", type=int)
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    t.add_argument("--eval-samples", type=_positive_int, default=None, help="(default: 500)")
     t.add_argument("--out", default=None, help="run folder (default: runs/VARIANT-DATA)")
-    t.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    how = t.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="continue the run in --out")
+    how.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (only its own files; never a folder that is not a run)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
@@ -214,11 +462,14 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("sample", help="write a grid of samples from a run")
+    s = sub.add_parser(
+        "sample", help="write a grid of samples from a run (a new RUN/samples-N.png)"
+    )
     s.add_argument("run")
-    s.add_argument("-n", type=int, default=64)
+    s.add_argument("-n", type=_positive_int, default=64)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default=None)
+    s.add_argument("--out", default=None, help="the picture's path (default: RUN/samples-N.png)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     s.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("report", help="pictures and posterior predictive checks as an HTML page")
@@ -235,13 +486,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _say(message: str) -> None:
+    print(f"pyro-vaes: error: {' '.join(message.split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Run the command; returns the exit code: 0, or 2 after a one-line error on stderr."""
+    try:
+        args = parser().parse_args(argv)
+    except _UsageError as err:
+        _say(str(err))
+        return 2
     try:
         return int(args.func(args))
-    except (ValueError, RuntimeError, CheckpointError, DataError) as err:
-        print(f"pyro-vaes: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        _say(str(err) or type(err).__name__)
         return 2
+    except KeyboardInterrupt:
+        print("pyro-vaes: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -6,12 +6,16 @@ space); a 2-D scatter of the test codes coloured by label; the posterior predict
 (``az.plot_ppc`` of test statistics, their p-values, pixel calibration for binary data) and
 ``az.summary`` of a few datapoints' latents. The InferenceData is saved beside it as
 ``predictive.nc``.
+
+Everything is checked before the report's folder is created: the run folder, its
+``config.json``, ``metrics.json`` (a damaged one is named) and checkpoint, the data, and the
+folder itself, which must be new, empty, or an earlier report (never a run folder, never a
+folder of other files). The report holds the folder's lock (``run.lock``) while it writes.
 """
 
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,17 +27,34 @@ import torch
 from pyro_vaes.analysis import checks, plots
 from pyro_vaes.analysis.classifier import accuracy, train_classifier
 from pyro_vaes.analysis.predictive import posterior_predictive
-from pyro_vaes.app.runs import METRICS, load_run, prepare_data
+from pyro_vaes.app import runs
+from pyro_vaes.app.runs import RunFolderError, load_run, prepare_data
 from pyro_vaes.data import Splits, batches
 from pyro_vaes.distributions import geometry
-from pyro_vaes.train.callbacks import History
 
-__all__ = ["write_report"]
+__all__ = ["REPORT_FILES", "check_report_folder", "write_report"]
+
+#: the files a report writes
+REPORT_FILES = (
+    "index.html",
+    "loss.png",
+    "samples.png",
+    "reconstructions.png",
+    "traversals.png",
+    "interpolations.png",
+    "latent.png",
+    "ppc.png",
+    "pvalues.png",
+    "calibration.png",
+    "predictive.nc",
+)
+_GENERATOR = '<meta name="generator" content="pyro-vaes report">'
 
 _PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="generator" content="pyro-vaes report">
 <title>{title}</title>
 <style>
 body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
@@ -200,29 +221,73 @@ def write_report(
     run = Path(run)
     config, model = load_run(run)
     model = model.cpu()
-    splits, _ = prepare_data(config)
+    metrics = runs.read_metrics(run)
     target = Path(out) if out is not None else run / "report"
-    target.mkdir(parents=True, exist_ok=True)
-    page = _Page(target, [])
-    torch.manual_seed(seed)
-    metrics_path = run / METRICS
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        test = metrics.get("test", {})
-        if test:
-            page.text(
-                f"test log-likelihood {test['log_likelihood']:.2f} nats (IWAE, "
-                f"k={test['num_samples']}), ELBO {test['elbo']:.2f}, reconstruction error "
-                f"{test['reconstruction']:.2f}"
-            )
-        history = History.from_dict(metrics.get("history", {}))
-        if len(history):
-            page.heading("Training")
-            page.figure(plots.loss_curve(history, target / "loss.png"), "loss per epoch")
-    if len(splits.shape) == 3:
-        _image_pictures(model, splits, page)
-    _checks(model, splits, page, num_samples, num_points, classifier_epochs, progress)
-    title = f"{config['variant']} on {config['data']}"
-    index = target / "index.html"
-    index.write_text(_PAGE.format(title=html.escape(title), body="\n".join(page.parts)))
+    inside = out is None
+    check_report_folder(target, inside_run=inside)
+    splits, _ = prepare_data(config)
+    with runs.open_folder(target) as lock:
+        check_report_folder(target, lock, inside_run=inside)  # again, now that it is ours
+        page = _Page(target, [])
+        torch.manual_seed(seed)
+        if metrics is not None:
+            test, history = metrics
+            if test:
+                page.text(
+                    f"test log-likelihood {test['log_likelihood']:.2f} nats (IWAE, "
+                    f"k={test['num_samples']}), ELBO {test['elbo']:.2f}, reconstruction error "
+                    f"{test['reconstruction']:.2f}"
+                )
+            if len(history):
+                page.heading("Training")
+                page.figure(plots.loss_curve(history, target / "loss.png"), "loss per epoch")
+        if len(splits.shape) == 3:
+            _image_pictures(model, splits, page)
+        _checks(model, splits, page, num_samples, num_points, classifier_epochs, progress)
+        title = f"{config['variant']} on {config['data']}"
+        index = target / "index.html"
+        index.write_text(_PAGE.format(title=html.escape(title), body="\n".join(page.parts)))
     return index
+
+
+def check_report_folder(
+    target: Path, lock: runs.RunLock | None = None, *, inside_run: bool = False
+) -> None:
+    """Check that a report may be written into ``target``: new, empty, or an earlier report
+    (its ``index.html`` says so; for the run's own ``RUN/report``, ``inside_run``, also a
+    folder of report files only, as earlier versions wrote). Reads only. ``lock``: this
+    process's own lock on ``target``, if held.
+
+    :raises RunFolderError: naming the folder, if it is a file, a run folder, or a folder of
+        other files.
+    """
+    folder = runs.Folder.inspect(target)
+    if folder.kind == "file":
+        raise RunFolderError(f"report folder {target} is a file, not a folder")
+    if folder.kind == "missing":
+        runs.check_parent(target)
+        return
+    holder = (lock or runs.RunLock(target)).holder()
+    if holder is not None:
+        raise RunFolderError(runs.RunLock.held_message(target, holder))
+    if folder.kind == "run" or runs.CHECKPOINT in folder.entries:
+        raise RunFolderError(
+            f"{target} is a run folder; a report there would replace the run's pictures: "
+            "choose another --out"
+        )
+    if folder.kind == "empty" or _is_report(target, folder.entries, inside_run):
+        return
+    raise RunFolderError(
+        f"report folder {target} is not empty and holds no pyro-vaes report "
+        f"({folder.describe()}); its files are left alone: choose a new or empty --out"
+    )
+
+
+def _is_report(target: Path, entries: tuple[str, ...], inside_run: bool) -> bool:
+    if inside_run and set(entries) <= set(REPORT_FILES):
+        return True
+    try:
+        with open(target / "index.html", encoding="utf-8", errors="replace") as f:
+            return _GENERATOR in f.read(2000)
+    except OSError:
+        return False

@@ -60,5 +60,9 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     assert cli.main(["evaluate", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli.main(["train", "--epochs", "-1"])
+    assert cli.main(["train", "--epochs", "-1"]) == 2  # a usage error: one line, not usage
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--epochs: must be >= 0" in err
+    with pytest.raises(SystemExit) as help_exit:  # --help still prints and exits 0
+        cli.main(["train", "--help"])
+    assert help_exit.value.code == 0
