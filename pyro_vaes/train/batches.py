@@ -45,12 +45,16 @@ class Batches:
         self.data, self.batch_size, self.device = data, batch_size, device
         self.generator, self.shuffle, self.name = generator, shuffle, name
         self.check: Callable[[Batch, int], None] | None = None  # (batch, rows seen before it)
-        if isinstance(data, DataLoader):
-            self.size = len(data.dataset)  # type: ignore[arg-type]
-            self.steps = len(data)
+        self.size: int | None
+        self.steps: int | None
+        if isinstance(data, DataLoader):  # an unsized (iterable) dataset: both unknown
+            try:
+                self.size, self.steps = len(data.dataset), len(data)  # type: ignore[arg-type]
+            except TypeError:
+                self.size = self.steps = None
         else:
             self.size = num_datapoints(data)
-            self.steps = math.ceil(self.size / batch_size)
+            self.steps = math.ceil(num_datapoints(data) / batch_size)
 
     def first(self) -> Batch:
         """The first batch, unshuffled (for the checks before training)."""
@@ -68,9 +72,10 @@ class Batches:
                 yield to_device(batch, self.device)
             return
         if self.shuffle:
-            order = torch.randperm(self.size, generator=self.generator).to(self.device)
-            for start in range(0, self.size, self.batch_size):
+            size = num_datapoints(self.data)
+            order = torch.randperm(size, generator=self.generator).to(self.device)
+            for start in range(0, size, self.batch_size):
                 yield select(self.data, order[start : start + self.batch_size])
         else:
-            for start in range(0, self.size, self.batch_size):
+            for start in range(0, num_datapoints(self.data), self.batch_size):
                 yield select(self.data, slice(start, start + self.batch_size))

@@ -43,7 +43,7 @@ class FitState:
     model: Any
     guide: Any
     epochs: int
-    steps_per_epoch: int
+    steps_per_epoch: int | None  # None: a DataLoader over an unsized (streamed) dataset
     epoch: int = 0
     step: int = 0
     global_step: int = 0
@@ -154,6 +154,14 @@ class KLAnnealing(Callback):
         frac = 1.0 if total == 0 else min(1.0, global_step / total)
         return self.start + (self.end - self.start) * frac
 
+    def on_fit_start(self, state: FitState) -> None:
+        if self.warmup_steps is None and state.steps_per_epoch is None:
+            raise ValueError(
+                "KLAnnealing by epochs or by fraction needs the steps per epoch, which a stream "
+                "of unknown length does not give: anneal by warmup_steps"
+            )
+
     def on_step_start(self, state: FitState) -> None:
-        value = self.value(state.global_step, state.steps_per_epoch, state.epochs)
+        assert self.warmup_steps is not None or state.steps_per_epoch is not None
+        value = self.value(state.global_step, state.steps_per_epoch or 0, state.epochs)
         setattr(self.target, self.attr, value)

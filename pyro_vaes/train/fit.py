@@ -170,8 +170,8 @@ def fit(
             ckpt.clean_temporary(ckpt_path)
         last_good = _LastGood(structure.params)
         bar = tqdm(
-            total=batches.steps * epochs,
-            initial=batches.steps * (start_epoch - 1),
+            total=batches.steps * epochs if batches.steps is not None else None,
+            initial=(batches.steps or 0) * (start_epoch - 1),
             disable=not progress,
             unit="step",
             dynamic_ncols=True,
@@ -435,7 +435,33 @@ def _train_epoch(
     :class:`TrainingDiverged` is raised."""
     for m in step.owners:
         m.train()
-    total, count, pending = 0.0, 0, []
+    total, count = 0.0, 0
+    pending: list[torch.Tensor] = []
+
+    def check(last_step: int) -> None:
+        nonlocal total, pending
+        values = torch.stack(pending).double()
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad) or not last_good.finite():
+            first = (
+                last_step + 1 - len(pending) + (int(bad[0, 0]) if len(bad) else len(pending) - 1)
+            )
+            last_good.restore()
+            what = "the loss" if len(bad) else "a parameter"
+            raise TrainingDiverged(
+                f"{what} became NaN or infinite at epoch {state.epoch}, step {first}; "
+                f"training stopped, the parameters are back at their values of up to "
+                f"{CHECK_EVERY} steps earlier (the last finite check), and the last good "
+                "checkpoint (if any) is kept",
+                epoch=state.epoch,
+                step=first,
+            )
+        last_good.keep()
+        total += float(values.sum())
+        pending = []
+        bar.set_postfix(epoch=state.epoch, loss=f"{total / count:.3f}", refresh=False)
+
+    i = -1
     for i, batch in enumerate(batches):
         state.step = i
         for cb in callbacks:
@@ -445,25 +471,12 @@ def _train_epoch(
         count += batch["x"].shape[0]
         state.global_step += 1
         bar.update(1)
-        if len(pending) == CHECK_EVERY or i + 1 == batches.steps:
-            values = torch.stack(pending).double()
-            bad = (~torch.isfinite(values)).nonzero()
-            if len(bad) or not last_good.finite():
-                first = i + 1 - len(pending) + (int(bad[0, 0]) if len(bad) else len(pending) - 1)
-                last_good.restore()
-                what = "the loss" if len(bad) else "a parameter"
-                raise TrainingDiverged(
-                    f"{what} became NaN or infinite at epoch {state.epoch}, step {first}; "
-                    f"training stopped, the parameters are back at their values of up to "
-                    f"{CHECK_EVERY} steps earlier (the last finite check), and the last good "
-                    "checkpoint (if any) is kept",
-                    epoch=state.epoch,
-                    step=first,
-                )
-            last_good.keep()
-            total += float(values.sum())
-            pending = []
-            bar.set_postfix(epoch=state.epoch, loss=f"{total / count:.3f}", refresh=False)
+        if len(pending) == CHECK_EVERY:
+            check(i)
+    if pending:
+        check(i)
+    if count == 0:
+        raise DataError(f"{batches.name} gave no batches this epoch")
     return total / count
 
 

@@ -158,6 +158,22 @@ def test_bad_batch_from_a_dataloader(digits, small_vae):
 
     x = digits.x_train.clone()
     x[1000, 0, 0, 0] = 0.5
-    loader = DataLoader(TensorDataset(x), batch_size=100)
-    with pytest.raises(pv.DataError, match=r"a batch of data.*support"):
+    loader = DataLoader(TensorDataset(x), batch_size=100, shuffle=True)
+    before = [p.detach().clone() for p in small_vae.parameters()]
+    with pytest.raises(pv.DataError, match=r"support.*index 1000"):  # checked up front
         _fit(small_vae, loader)
+    assert all(torch.equal(p, b) for p, b in zip(small_vae.parameters(), before, strict=True))
+
+
+def test_bad_batch_from_an_unsized_stream_is_named_by_its_place_in_the_stream(digits, small_vae):
+    from torch.utils.data import DataLoader, IterableDataset
+
+    x = digits.x_train.clone()
+    x[250, 0, 0, 0] = float("nan")
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(x)
+
+    with pytest.raises(pv.DataError, match=r"index 250 \(NaN\)"):
+        _fit(small_vae, DataLoader(Stream(), batch_size=100))
