@@ -344,9 +344,12 @@ class Folder:
         except RunFolderError as err:
             return cls(path, "other", entries, problem=str(err))
         problem = _config_problem(config)
-        if problem is not None:
+        if problem is None:
+            return cls(path, "run", entries, dict(config))
+        fmt = config.get("format") if isinstance(config, dict) else None
+        if isinstance(fmt, str) and fmt.startswith("pyro-vaes/"):  # a run, damaged or newer
             return cls(path, "other", entries, problem=f"{path / CONFIG}: {problem}")
-        return cls(path, "run", entries, dict(config))
+        return cls(path, "other", entries)  # someone else's config.json
 
     def describe(self, most: int = 4) -> str:
         shown = ", ".join(self.entries[:most])
