@@ -125,3 +125,25 @@ def test_a_disk_too_small_for_a_checkpoint_is_refused_before_training(digits, sm
         )
     assert all(torch.equal(p, b) for p, b in zip(big.parameters(), before, strict=True))
     assert list(Path(small_disk).iterdir()) == []
+
+
+def test_a_read_only_file_system_is_refused_before_training(digits, small_vae, tmp_path):
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("mounting a read-only tmpfs is not permitted here")
+    try:
+        with pytest.raises(pv.CheckpointError, match=r"not writable: Read-only file system"):
+            pv.fit(
+                small_vae.model,
+                small_vae.guide,
+                digits.x_train[:100],
+                epochs=1,
+                checkpoint_dir=disk / "run",
+                progress=False,
+            )
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
