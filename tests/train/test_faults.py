@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -69,17 +71,26 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint_and_resumes_bit_
     assert not list(killed.glob(".checkpoint.pt.*.tmp"))  # interrupted writes cleaned up
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
+@contextmanager
+def _tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``folder`` with ``options``; the test skips where mounting is not
+    permitted."""
+    folder.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
     )
     if done.returncode != 0:
-        pytest.skip("mounting a small tmpfs is not permitted here")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=False)
+        pytest.skip(f"mounting a tmpfs ({options}) is not permitted here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with _tmpfs(tmp_path / "disk", "size=2m") as disk:
+        yield disk
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_problem(
@@ -128,22 +139,15 @@ def test_a_disk_too_small_for_a_checkpoint_is_refused_before_training(digits, sm
 
 
 def test_a_read_only_file_system_is_refused_before_training(digits, small_vae, tmp_path):
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip("mounting a read-only tmpfs is not permitted here")
-    try:
-        with pytest.raises(pv.CheckpointError, match=r"not writable: Read-only file system"):
-            pv.fit(
-                small_vae.model,
-                small_vae.guide,
-                digits.x_train[:100],
-                epochs=1,
-                checkpoint_dir=disk / "run",
-                progress=False,
-            )
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
+    with (
+        _tmpfs(tmp_path / "ro", "size=1m,ro") as disk,
+        pytest.raises(pv.CheckpointError, match=r"not writable: Read-only file system"),
+    ):
+        pv.fit(
+            small_vae.model,
+            small_vae.guide,
+            digits.x_train[:100],
+            epochs=1,
+            checkpoint_dir=disk / "run",
+            progress=False,
+        )
