@@ -145,17 +145,18 @@ def _train_config(
         if key in _RUN_KEYS:
             if key not in saved:
                 continue  # an older run that did not record it
-            before, what = saved[key], _shown(saved[key])
+            before, theirs = saved[key], f"the run's {_shown(saved[key])}"
         elif key in saved_options:
-            before, what = saved_options[key], _shown(saved_options[key])
+            before, theirs = saved_options[key], f"the run's {_shown(saved_options[key])}"
         else:
             before = variant.defaults.get(key) if variant is not None else None
-            what = "the variant's default" + (f" ({_shown(before)})" if before is not None else "")
+            shown = f" ({_shown(before)})" if before is not None else ""
+            theirs = f"the run, which has the variant's default{shown}"
         if given[key] != before:
             flag = TRAIN_OPTIONS[key][0]
             raise RunFolderError(
-                f"--resume: {flag} {_shown(given[key])} differs from the run's {what} "
-                f"({source}); leave {flag} out to keep the run's, or train into another --out"
+                f"--resume: {flag} {_shown(given[key])} differs from {theirs} ({source}); "
+                f"leave {flag} out to keep the run's, or train into another --out"
             )
     return config
 

@@ -270,7 +270,7 @@ def check_report_folder(
     holder = (lock or runs.RunLock(target)).holder()
     if holder is not None:
         raise RunFolderError(runs.RunLock.held_message(target, holder))
-    if folder.kind == "run" or runs.CHECKPOINT in folder.entries:
+    if folder.kind == "run":
         raise RunFolderError(
             f"{target} is a run folder; a report there would replace the run's pictures: "
             "choose another --out"

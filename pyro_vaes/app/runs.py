@@ -326,7 +326,10 @@ class Folder:
     kind: str
     entries: tuple[str, ...] = ()
     config: dict[str, Any] | None = None
+    #: why its ``config.json`` is not a run's; ``damaged``: it looks like a run's (unreadable,
+    #: or a pyro-vaes format) rather than someone else's file
     problem: str | None = None
+    damaged: bool = False
 
     @classmethod
     def inspect(cls, path: Path) -> Folder:
@@ -342,14 +345,13 @@ class Folder:
         try:
             config = read_json(path / CONFIG)
         except RunFolderError as err:
-            return cls(path, "other", entries, problem=str(err))
+            return cls(path, "other", entries, problem=str(err), damaged=True)
         problem = _config_problem(config)
         if problem is None:
             return cls(path, "run", entries, dict(config))
         fmt = config.get("format") if isinstance(config, dict) else None
-        if isinstance(fmt, str) and fmt.startswith("pyro-vaes/"):  # a run, damaged or newer
-            return cls(path, "other", entries, problem=f"{path / CONFIG}: {problem}")
-        return cls(path, "other", entries)  # someone else's config.json
+        damaged = isinstance(fmt, str) and fmt.startswith("pyro-vaes/")  # a run's, or newer
+        return cls(path, "other", entries, problem=f"{path / CONFIG}: {problem}", damaged=damaged)
 
     def describe(self, most: int = 4) -> str:
         shown = ", ".join(self.entries[:most])
@@ -389,14 +391,15 @@ def check_train_folder(
     if holder is not None:
         raise RunFolderError(RunLock.held_message(out, holder))
     if folder.kind == "other":
-        if folder.problem is not None:
+        if folder.damaged:
             raise RunFolderError(
                 f"{folder.problem}; {out} is not a readable run, so train neither resumes nor "
                 "replaces it: repair or move that file, or choose another --out"
             )
+        why = f"; {folder.problem}" if folder.problem else ""
         what = "with --overwrite" if overwrite else "--overwrite replaces only runs"
         raise RunFolderError(
-            f"--out {out} is not empty and holds no pyro-vaes run ({folder.describe()}); "
+            f"--out {out} is not empty and holds no pyro-vaes run ({folder.describe()}{why}); "
             f"its files are left alone ({what}): choose a new or empty folder"
         )
     if folder.kind == "run" and not (resume or overwrite):
@@ -546,18 +549,20 @@ class RunLock:
 
 @contextlib.contextmanager
 def open_folder(folder: Path) -> Iterator[RunLock]:
-    """Create ``folder`` if needed and hold its lock for the block. If the block fails and the
-    folder was created here and is empty again, it is removed: a refused command leaves no
+    """Create ``folder`` if needed and hold its lock for the block. If the block fails, the
+    folders created here that are empty again are removed: a refused command leaves no
     trace."""
-    created = not folder.exists()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with RunLock(folder) as lock:
             yield lock
     except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty
+        for path in created:
+            try:
+                path.rmdir()  # only if empty
+            except OSError:
+                break
         raise
 
 
