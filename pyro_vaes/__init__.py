@@ -47,6 +47,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "CheckpointError": ("pyro_vaes.errors", "CheckpointError"),
     "DataError": ("pyro_vaes.errors", "DataError"),
     "TrainingDiverged": ("pyro_vaes.errors", "TrainingDiverged"),
+    "RunFolderError": ("pyro_vaes.errors", "RunFolderError"),
     "EarlyStopping": ("pyro_vaes.train.callbacks", "EarlyStopping"),
     "History": ("pyro_vaes.train.callbacks", "History"),
     "KLAnnealing": ("pyro_vaes.train.callbacks", "KLAnnealing"),
@@ -95,7 +96,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from pyro_vaes.catalogue import variants
     from pyro_vaes.data import sprites
     from pyro_vaes.distributions import geometry
-    from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
+    from pyro_vaes.errors import CheckpointError, DataError, RunFolderError, TrainingDiverged
     from pyro_vaes.models.vae import VAE
     from pyro_vaes.train import callbacks, checkpoint
     from pyro_vaes.train.callbacks import EarlyStopping, History, KLAnnealing

@@ -26,3 +26,9 @@ class TrainingDiverged(FloatingPointError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+class RunFolderError(Exception):
+    """A run folder cannot be used as asked: not a run, someone else's files, held by another
+    process, a damaged ``config.json`` or ``metrics.json``, or options that differ from the
+    run's."""

@@ -55,7 +55,7 @@ import torch
 
 from pyro_vaes import data
 from pyro_vaes.catalogue import variants
-from pyro_vaes.errors import CheckpointError, DataError
+from pyro_vaes.errors import CheckpointError, DataError, RunFolderError
 from pyro_vaes.train import checkpoint
 from pyro_vaes.train.callbacks import History
 from pyro_vaes.train.fit import CHECKPOINT_NAME
@@ -108,12 +108,6 @@ CONFIG_KEYS = ("variant", "options", "data", "binarize", "data_shape")
 #: a lock file that cannot be read (its writer died between creating and filling it) counts as
 #: stale after this many seconds
 _UNREADABLE_LOCK_GRACE_S = 10.0
-
-
-class RunFolderError(Exception):
-    """A run folder cannot be used as asked: not a run, someone else's files, held by another
-    process, a damaged ``config.json`` or ``metrics.json``, or options that differ from the
-    run's."""
 
 
 # What each binarisation does: (transform applied to every training batch, preparation of the
