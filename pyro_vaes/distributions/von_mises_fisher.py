@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions.score_parts import ScoreParts
 from torch.distributions import Beta, register_kl
 
 from pyro_vaes.distributions.bessel import bessel_iv_ratio, log_bessel_iv
@@ -31,13 +32,46 @@ class VonMisesFisher(TorchDistribution):
     :math:`10^{5}` and beyond.
 
     ``rsample`` follows Wood (1994): the component :math:`w = \mu^\top z` by rejection from a
-    Beta proposal, :math:`w = \frac{1 - (1+b)\epsilon}{1 - (1-b)\epsilon}`,
-    :math:`\epsilon \sim \mathrm{Beta}(\frac{m-1}2, \frac{m-1}2)`, accepted when
+    Beta proposal, :math:`w = h(\epsilon, \kappa) = \frac{1 - (1+b)\epsilon}{1 - (1-b)\epsilon}`,
+    :math:`\epsilon \sim s = \mathrm{Beta}(\frac{m-1}2, \frac{m-1}2)`,
+    :math:`b = \frac{m-1}{2\kappa + \sqrt{4\kappa^2 + (m-1)^2}}`, accepted when
     :math:`\kappa w + (m-1)\log(1 - x_0 w) - c \ge \log u`; then a uniform tangent direction and a
-    Householder reflection of :math:`e_1` onto :math:`\mu`. Gradients reach :math:`\kappa`
-    through the reparameterised Beta draw and :math:`b(\kappa)` of the accepted proposals, and
-    :math:`\mu` through the reflection, as in Davidson et al. (2018) without the rejection
-    correction term.
+    Householder reflection of :math:`e_1` onto :math:`\mu`. The pathwise part of the gradient
+    reaches :math:`\kappa` through :math:`b(\kappa)` in :math:`h` (the Beta draw itself does not
+    depend on :math:`\kappa`) and :math:`\mu` through the reflection.
+
+    **The rejection correction.** The accepted :math:`\epsilon` is not Beta distributed: its
+    density is the target density of :math:`w` pulled back through :math:`h` [3],
+
+    .. math::
+        \pi(\epsilon \mid \kappa) = s(\epsilon)\,\frac{g(h(\epsilon,\kappa)\mid\kappa)}
+        {r(h(\epsilon,\kappa)\mid\kappa)}
+        = g(h(\epsilon,\kappa)\mid\kappa)\,\Bigl|\frac{\partial h}{\partial\epsilon}\Bigr|,
+        \qquad g(w\mid\kappa) = \frac{e^{\kappa w}(1-w^2)^{(m-3)/2}}{Z(\kappa)},
+        \quad Z(\kappa) \propto \kappa^{-v} I_v(\kappa),
+
+    where :math:`r` is the proposal's density of :math:`w` (the acceptance constant cancels).
+    Hence :math:`\nabla_\kappa \mathbb E[f(z)] = \mathbb E_\pi[\nabla_\kappa f(h(\epsilon,
+    \kappa))] + \mathbb E_\pi[f(z)\, \nabla_\kappa \log \pi(\epsilon\mid\kappa)]`: the
+    reparameterised term :math:`g_{rep}` plus the correction :math:`g_{cor}` of [1, 3]. With
+    :math:`D = 1 - (1-b)\epsilon`, :math:`1 - w = 2b\epsilon/D`, :math:`1 - w^2 =
+    4b\epsilon(1-\epsilon)/D^2` and :math:`|\partial h/\partial\epsilon| = 2b/D^2`, the part of
+    :math:`\log\pi` that depends on :math:`\kappa` is
+
+    .. math::
+        \ell(\epsilon, \kappa) = \kappa\,h(\epsilon, \kappa) - \log I_v(\kappa) + v\log\kappa
+        + \tfrac{m-1}2 \log b(\kappa) - (m-1)\log D(\epsilon, \kappa),
+
+    differentiated at fixed :math:`\epsilon` (:meth:`rejection_score`). The correction multiplies
+    the value of the downstream cost, so no sample-level autograd rule can carry it for an
+    arbitrary :math:`f` (a pathwise rule only sees :math:`\partial f/\partial z`; the only
+    pathwise gradient unbiased for every :math:`f` is the implicit one through the CDF of
+    :math:`w`). It is therefore given the Pyro way: :meth:`score_parts` returns
+    :math:`\ell` as the score-function part of a partially reparameterised site, so
+    ``Trace_ELBO``, ``TraceGraph_ELBO`` and every objective that builds its surrogate from
+    ``score_parts`` add :math:`f \cdot \nabla\ell`, while an objective that only differentiates
+    values gets :math:`g_{rep}` alone. Outside Pyro, differentiate
+    ``f(z) + f(z).detach() * d.rejection_score(z)``.
 
     :param loc: mean direction :math:`\mu`, unit vectors ``(..., m)``.
     :param concentration: :math:`\kappa > 0`, shape ``(...)``.
@@ -47,6 +81,8 @@ class VonMisesFisher(TorchDistribution):
         UAI 2018.
         [2] Wood. Simulation of the von Mises Fisher distribution. Communications in Statistics,
         1994.
+        [3] Naesseth, Ruiz, Linderman, Blei. Reparameterization Gradients through
+        Acceptance-Rejection Sampling Algorithms. AISTATS 2017.
     """
 
     arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {
@@ -106,21 +142,27 @@ class VonMisesFisher(TorchDistribution):
             self.loc.expand(*batch_shape, self.m), self.concentration.expand(batch_shape)
         )
 
-    def _sample_w(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        """Wood's rejection sampler for :math:`w`; returns ``(w, 1 - w)`` (the latter computed
-        without cancellation, for large concentrations)."""
+    def _b(self, k: torch.Tensor) -> torch.Tensor:
+        # b = (m-1) / (2k + sqrt(4k^2 + (m-1)^2)): the cancellation-free form
+        m1 = self.m - 1.0
+        return m1 / (2 * k + torch.sqrt(4 * k * k + m1 * m1))
+
+    def _sample_w(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Wood's rejection sampler for :math:`w`; returns ``(w, 1 - w, eps)`` (``1 - w``
+        computed without cancellation, for large concentrations; ``eps`` the accepted Beta
+        draws, which do not depend on the parameters)."""
         k = self.concentration.expand(shape)
         m1 = self.m - 1.0
-        # b = (m-1) / (2k + sqrt(4k^2 + (m-1)^2)): the cancellation-free form
-        b = m1 / (2 * k + torch.sqrt(4 * k * k + m1 * m1))
+        b = self._b(k)
         x0 = (1 - b) / (1 + b)
         c = k * x0 + m1 * torch.log1p(-x0 * x0)
         beta = Beta(torch.full_like(k, m1 / 2), torch.full_like(k, m1 / 2))
         w = torch.zeros_like(k)
         one_minus_w = torch.zeros_like(k)
+        eps_acc = torch.full_like(k, 0.5).detach()
         todo = torch.ones_like(k, dtype=torch.bool)
         for _ in range(1000):
-            eps = beta.rsample()
+            eps = beta.rsample().detach()
             denom = 1 - (1 - b) * eps
             w_new = (1 - (1 + b) * eps) / denom
             omw_new = 2 * b * eps / denom
@@ -128,15 +170,20 @@ class VonMisesFisher(TorchDistribution):
             accept = (k * w_new + m1 * torch.log1p(-x0 * w_new) - c >= torch.log(u)) & todo
             w = torch.where(accept, w_new, w)
             one_minus_w = torch.where(accept, omw_new, one_minus_w)
+            eps_acc = torch.where(accept, eps, eps_acc)
             todo = todo & ~accept
             if not bool(todo.any()):
-                return w, one_minus_w
+                return w, one_minus_w, eps_acc
         raise RuntimeError("von Mises-Fisher rejection sampler did not accept in 1000 rounds")
 
     def rsample(self, sample_shape: _ShapeLike = _SCALAR) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
-        w, one_minus_w = self._sample_w(shape)
-        tangent = HypersphericalUniform(self.m - 1, shape, self.loc.device, dtype=w.dtype).sample()
+        # the tangent direction first, so that the random stream after it does not depend on
+        # how many proposals were rejected (common random numbers across parameter values)
+        tangent = HypersphericalUniform(
+            self.m - 1, shape, self.loc.device, dtype=self.loc.dtype
+        ).sample()
+        w, one_minus_w, eps = self._sample_w(shape)
         radius = torch.sqrt((one_minus_w * (1 + w)).clamp_min(0))
         z = torch.cat([w.unsqueeze(-1), radius.unsqueeze(-1) * tangent], dim=-1)
         # Householder reflection taking e1 to loc: H = I - 2 u u^T, u = (e1 - loc) / |e1 - loc|
@@ -144,7 +191,41 @@ class VonMisesFisher(TorchDistribution):
         e1[..., 0] = 1.0
         u = e1 - self.loc
         u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return z - 2 * (z * u).sum(-1, keepdim=True) * u
+        z = z - 2 * (z * u).sum(-1, keepdim=True) * u
+        self._last_draw = (z, eps)
+        return z
+
+    def _log_accepted_density(self, eps: torch.Tensor) -> torch.Tensor:
+        r""":math:`\ell(\epsilon, \kappa)`: the part of the log density of the accepted Beta
+        draw that depends on :math:`\kappa` (see the class docstring)."""
+        k = self.concentration.expand(eps.shape)
+        m1 = self.m - 1.0
+        b = self._b(k)
+        denom = 1 - (1 - b) * eps
+        w = 1 - 2 * b * eps / denom
+        return (
+            k * w
+            - log_bessel_iv(self._v, k)
+            + self._v * torch.log(k)
+            + (m1 / 2) * torch.log(b)
+            - m1 * torch.log(denom)
+        )
+
+    def rejection_score(self, value: torch.Tensor) -> torch.Tensor | int:
+        r"""The score of the rejection step, :math:`\ell(\epsilon, \kappa)`, for ``value``
+        the latest :meth:`rsample` of this distribution (``0`` for any other tensor, whose
+        Beta draw is unknown). Its gradient times the downstream cost is the correction
+        :math:`g_{cor}`; its value carries no meaning."""
+        last = getattr(self, "_last_draw", None)
+        if last is None or value is not last[0]:
+            return 0
+        return self._log_accepted_density(last[1])
+
+    def score_parts(self, value: torch.Tensor) -> ScoreParts:
+        """Partially reparameterised: the pathwise ``entropy_term`` is the log density, the
+        ``score_function`` the rejection step's score (:meth:`rejection_score`)."""
+        log_prob = self.log_prob(value)
+        return ScoreParts(log_prob, self.rejection_score(value), log_prob)
 
 
 @register_kl(VonMisesFisher, HypersphericalUniform)
