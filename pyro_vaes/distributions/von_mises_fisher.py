@@ -225,7 +225,8 @@ class VonMisesFisher(TorchDistribution):
         """Partially reparameterised: the pathwise ``entropy_term`` is the log density, the
         ``score_function`` the rejection step's score (:meth:`rejection_score`)."""
         log_prob = self.log_prob(value)
-        return ScoreParts(log_prob, self.rejection_score(value), log_prob)
+        score = self.rejection_score(value)
+        return ScoreParts(log_prob, score, log_prob)  # type: ignore[arg-type]  # 0: no score
 
 
 @register_kl(VonMisesFisher, HypersphericalUniform)

@@ -216,7 +216,6 @@ def test_rejection_score_is_a_score_and_reaches_pyro_objectives():
 
 def test_pyro_trace_elbo_carries_the_correction():
     import pyro
-    import pyro.distributions as dist
     from pyro.infer import Trace_ELBO
 
     mu = _unit(3)
