@@ -1,26 +1,44 @@
 r"""Structural similarity: SSIM and multi-scale SSIM (MS-SSIM) for batches of images.
 
 At each scale, with Gaussian-weighted local means :math:`\mu`, variances :math:`\sigma^2` and
-covariance :math:`\sigma_{xy}`,
+covariance :math:`\sigma_{xy}` (an 11-tap Gaussian window, :math:`\sigma = 1.5`, 'valid'
+borders), the maps
 
 .. math::
     l = \frac{2\mu_x\mu_y + C_1}{\mu_x^2 + \mu_y^2 + C_1}, \qquad
     cs = \frac{2\sigma_{xy} + C_2}{\sigma_x^2 + \sigma_y^2 + C_2},
 
-averaged over the image, :math:`C_1 = (0.01 L)^2`, :math:`C_2 = (0.03 L)^2` for the data range
-:math:`L`. MS-SSIM combines :math:`M` scales, each half the size of the one before:
-:math:`\prod_{j<M} cs_j^{w_j} \cdot (l_M cs_M)^{w_M}`, with the weights of Wang et al. (2003)
-renormalised to the scales used. Two choices make it work on the small images of this project
-(8x8 digits up to 32x32): the Gaussian window (11 pixels, sigma 1.5) shrinks to the image, and
-there are as many scales (at most 5) as keep the smallest side at least 4 pixels; :math:`cs` is
-clipped at 1e-6 so that fractional powers stay real and differentiable. Leading dims (particles, datapoints) pass
-through.
+:math:`C_1 = (0.01 L)^2`, :math:`C_2 = (0.03 L)^2` for the data range :math:`L`. Per channel,
+:math:`\mathrm{SSIM} = \overline{l \cdot cs}` (the mean of the SSIM map) and
+:math:`\overline{cs}` the mean of the contrast-structure map. MS-SSIM combines :math:`M` scales,
+each a 2x2 average pooling of the one before (odd sides padded by one, as pytorch-msssim does):
+
+.. math::
+    \mathrm{MS\text{-}SSIM} = \mathrm{relu}(\mathrm{SSIM}_M)^{w_M}
+    \prod_{j<M} \mathrm{relu}(\overline{cs}_j)^{w_j}
+
+per channel, then the mean over channels, with Wang et al.'s weights
+:math:`w = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)` as they are (not renormalised). This is the
+definition of Wang et al. (2003) as implemented by pytorch-msssim (``ms_ssim``), and ``ssim``
+is its ``ssim`` (no relu). Where a term is clipped to zero by the relu its gradient is zero
+(rather than the NaN of :math:`0^{w-1} \cdot 0`).
+
+Adaptation to small images (8x8 digits up to 32x32), where pytorch-msssim refuses MS-SSIM (it
+needs a side above 160) and smooths nothing along a side shorter than the window: the Gaussian
+window shrinks to the image (``min(11, side)`` taps, :math:`\sigma` scaled by the same factor);
+MS-SSIM uses as many scales (at most 5) as keep the smallest side at least ``min_size`` pixels,
+and with fewer than 5 scales the first :math:`M` weights are renormalised to sum to one (so
+that one scale is SSIM and scores stay comparable across image sizes). On images large enough
+for five scales with an 11-tap window at the coarsest one, this is pytorch-msssim exactly.
+Leading dims (particles, datapoints) pass through.
 
 References:
     [1] Wang, Simoncelli, Bovik. Multiscale structural similarity for image quality assessment.
     Asilomar 2003.
     [2] Wang, Bovik, Sheikh, Simoncelli. Image quality assessment: from error visibility to
     structural similarity. IEEE TIP 2004.
+    [3] pytorch-msssim, https://github.com/VainF/pytorch-msssim (the reference implementation
+    compared against in the tests).
 """
 
 from __future__ import annotations
@@ -50,7 +68,8 @@ def _filter(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 def _terms(
     x: torch.Tensor, y: torch.Tensor, data_range: float, window: int, sigma: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean luminance and contrast-structure terms per image, ``(B,)`` each."""
+    """Mean of the SSIM map and of the contrast-structure map, per image and channel,
+    ``(B, C)`` each."""
     size = min(window, x.shape[-1], x.shape[-2])
     g = _window(size, sigma * size / window, x.dtype, x.device)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
@@ -60,7 +79,18 @@ def _terms(
     sxy = _filter(x * y, g) - mx * my
     lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
     cs = (2 * sxy + c2) / (sxx + syy + c2)
-    return lum.flatten(1).mean(1), cs.flatten(1).mean(1)
+    return (lum * cs).flatten(2).mean(-1), cs.flatten(2).mean(-1)
+
+
+def _relu_pow(x: torch.Tensor, w: torch.Tensor | float) -> torch.Tensor:
+    """``relu(x) ** w`` with a zero (not NaN) gradient where ``x <= 0``."""
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, torch.ones_like(x)) ** w, 0.0)
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling; an odd side is padded by one (zeros counted), as pytorch-msssim."""
+    return F.avg_pool2d(x, kernel_size=2, padding=[s % 2 for s in x.shape[-2:]])
 
 
 def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
@@ -78,8 +108,8 @@ def ssim(
     x, y = torch.broadcast_tensors(x, y)
     xb, lead = _as_batch(x)
     yb, _ = _as_batch(y)
-    lum, cs = _terms(xb, yb, data_range, window, sigma)
-    return (lum * cs).reshape(lead)
+    per_channel, _ = _terms(xb, yb, data_range, window, sigma)
+    return per_channel.mean(-1).reshape(lead)
 
 
 def ms_ssim(
@@ -104,13 +134,14 @@ def ms_ssim(
     while scales < len(WEIGHTS) and side // 2**scales >= min_size:
         scales += 1
     w = torch.tensor(WEIGHTS[:scales], dtype=xb.dtype, device=xb.device)
-    w = w / w.sum()
-    result = torch.ones(xb.shape[0], dtype=xb.dtype, device=xb.device)
+    if scales < len(WEIGHTS):  # the small-image adaptation (module docstring)
+        w = w / w.sum()
+    result = torch.ones(xb.shape[:2], dtype=xb.dtype, device=xb.device)
     for j in range(scales):
-        lum, cs = _terms(xb, yb, data_range, window, sigma)
+        per_channel, cs = _terms(xb, yb, data_range, window, sigma)
         if j == scales - 1:
-            result = result * (lum * cs).clamp_min(1e-6) ** w[j]
+            result = result * _relu_pow(per_channel, w[j])
         else:
-            result = result * cs.clamp_min(1e-6) ** w[j]
-            xb, yb = F.avg_pool2d(xb, 2), F.avg_pool2d(yb, 2)
-    return result.reshape(lead)
+            result = result * _relu_pow(cs, w[j])
+            xb, yb = _pool(xb), _pool(yb)
+    return result.mean(-1).reshape(lead)
