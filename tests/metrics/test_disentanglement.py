@@ -175,6 +175,36 @@ def test_factor_vae_score_ignores_units_and_collapsed_dimensions(grid: sprites.S
         metrics.factor_vae_score(collapsed, f)
 
 
+def test_factor_vae_score_counts_votes_for_a_constant_factor_as_disentanglement_lib(
+    grid: sprites.Sprites,
+) -> None:
+    # three varying factors coded perfectly and a fourth that never varies: the votes that fix
+    # the constant factor hold nothing still, no dimension wins them, and a quarter of the
+    # evaluation votes are lost (disentanglement_lib: 0.749)
+    f = torch.cat([grid.factors[:, 2:], torch.zeros(len(grid.factors), 1, dtype=torch.long)], 1)
+    codes = f[:, :3].float() + 1e-3 * torch.randn(
+        len(f), 3, generator=torch.Generator().manual_seed(3)
+    )
+    score = metrics.factor_vae_score(codes, f)
+    assert score == pytest.approx(0.75, abs=4 * math.sqrt(0.75 * 0.25 / 800))
+    assert metrics.factor_vae_score(codes, f, skip_constant_factors=True) == 1.0
+
+
+def test_factor_vae_score_prunes_below_a_standard_deviation_of_005(grid: sprites.Sprites) -> None:
+    f = grid.factors
+    gen = torch.Generator().manual_seed(4)
+    codes = f.float() + 3.0 * torch.randn(f.shape, generator=gen)
+    codes = codes / codes.std(0)
+    base = metrics.factor_vae_score(codes, f)
+    # a pure-noise dimension of spread 0.07 takes part (it would win some votes)...
+    noisy = torch.cat([codes, 0.07 * torch.randn(len(f), 1, generator=gen)], 1)
+    assert metrics.factor_vae_score(noisy, f) != base
+    assert metrics.factor_vae_score(noisy, f, min_std=0.1) == base
+    # ...one of spread 0.04 does not
+    quiet = torch.cat([codes, 0.04 * torch.randn(len(f), 1, generator=gen)], 1)
+    assert metrics.factor_vae_score(quiet, f) == base
+
+
 @pytest.mark.parametrize(
     ("codes", "factors"),
     [
