@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pyro.distributions import TorchDistribution
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.trace_struct import Trace
 from torch.distributions import kl_divergence
@@ -60,6 +61,7 @@ __all__ = [
     "log_likelihood",
     "negative_elbo",
     "prior_of",
+    "score_surrogate",
     "total",
     "uniform_weight",
     "unweighted",
@@ -244,9 +246,45 @@ def negative_elbo(model_tr: Trace, guide_tr: Trace, without: Collection[str] = (
     site, :math:`\mathrm{KL}(q\,\|\,p)` in closed form where registered, else
     :math:`\log q(z) - \log p(z)` at the drawn :math:`z`, and :math:`\log q` of auxiliary guide
     sites; every term weighed by its site's scale and mask (the module docstring). The sites in
-    ``without`` are left out (for objectives that put terms of their own in their place)."""
+    ``without`` are left out (for objectives that put terms of their own in their place). Guide
+    sites with a score-function part add :func:`score_surrogate`."""
     terms = elbo_terms(model_tr, guide_tr)
-    return total(t for name, t in terms.items() if name not in without)
+    kept = {name: t for name, t in terms.items() if name not in without}
+    return total(kept.values()) + score_surrogate(guide_tr, kept.values())
+
+
+def _has_score_part(fn: Any) -> bool:
+    """Whether ``fn`` is partially reparameterised: its class gives ``score_parts`` a score
+    function of its own (as the von Mises-Fisher's rejection correction does)."""
+    return getattr(type(fn), "score_parts", None) is not TorchDistribution.score_parts
+
+
+def score_surrogate(guide_tr: Trace, terms: Iterable[Term]) -> torch.Tensor:
+    r"""A term of value zero whose gradient is the score-function part of every partially
+    reparameterised guide site [1]: :math:`\nabla \mathbb E_q[f] = \mathbb E[\nabla_{path} f]
+    + \mathbb E[f\,\nabla \ell]`, with :math:`\ell` the site's ``score_parts().score_function``
+    and :math:`f` the draw's cost (the terms' sum), per datapoint where the shapes match the
+    site's batch (datapoints are independent), else the whole draw's. The cost's terms carry
+    their own weights; the score is not weighed again (a latent masked out by ``beta = 0`` still
+    shapes the reconstruction). Zero for fully reparameterised guides (nothing is computed).
+
+    References:
+        [1] Naesseth, Ruiz, Linderman, Blei. Reparameterization Gradients through
+        Acceptance-Rejection Sampling Algorithms. AISTATS 2017.
+    """
+    out = torch.zeros(())
+    terms = list(terms)
+    for q in _sample_sites(guide_tr).values():
+        if q["is_observed"] or not _has_score_part(q["fn"]):
+            continue
+        score = q["fn"].score_parts(q["value"]).score_function
+        if not isinstance(score, torch.Tensor):
+            continue
+        cost = torch.zeros(())
+        for t in terms:
+            cost = cost + (t.loss if t.loss.shape == score.shape else t.loss.sum())
+        out = out + ((score - score.detach()) * cost.detach()).sum()
+    return out
 
 
 def log_likelihood(model_tr: Trace) -> torch.Tensor:
