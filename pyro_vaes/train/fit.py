@@ -27,7 +27,7 @@ from pyro_vaes.train.batches import Batches, prepare
 from pyro_vaes.train.callbacks import Callback, FitState, History
 from pyro_vaes.train.state import load_params, rng_state, set_rng_state
 from pyro_vaes.train.step import _FIT_PREFIX, Step, check_int
-from pyro_vaes.train.structure import check_sites, check_support, owners, scoring
+from pyro_vaes.train.structure import check_support, owners, scoring
 
 __all__ = ["CHECKPOINT_NAME", "CHECK_EVERY", "fit", "owners", "resolve_device"]
 
@@ -148,9 +148,6 @@ def fit(
     store = pyro.get_param_store()
     with store.scope() as private:
         first = _transformed(batches.first(), transform)
-        step.bind_inputs(first)
-        with parameters_managed(step.owners):
-            check_sites(step.model, step.guide, first)
         structure = step.setup(first, dataset_size=batches.size)
         for p in structure.params.values():
             if p.device != dev:

@@ -26,7 +26,13 @@ from torch import nn
 from pyro_vaes.data.batch import Batch, accepting, call_args, check_batch, num_datapoints
 from pyro_vaes.models.base import parameters_managed
 from pyro_vaes.protocols import Adversarial, Differentiable, NeedsDatasetSize, Objective
-from pyro_vaes.train.structure import Structure, default_loss, owners, trace_structure
+from pyro_vaes.train.structure import (
+    Structure,
+    check_sites,
+    default_loss,
+    owners,
+    trace_structure,
+)
 
 __all__ = ["Step", "check_int", "make_optimizer"]
 
@@ -140,10 +146,13 @@ class Step:
     # ------------------------------------------------------------ setup
 
     def setup(self, batch: Batch, dataset_size: int | None = None) -> Structure:
-        """Trace model and guide on ``batch``; pick the objective; make the optimizers."""
+        """Check that model and guide agree on their latent sites (:func:`check_sites`), trace
+        them on ``batch``, pick the objective and make the optimizers."""
         self.bind_inputs(batch)
-        with parameters_managed(self.owners), pyro.validation_enabled(False):
-            structure = trace_structure(self.model, self.guide, batch)
+        with parameters_managed(self.owners):
+            check_sites(self.model, self.guide, batch)
+            with pyro.validation_enabled(False):
+                structure = trace_structure(self.model, self.guide, batch)
         if self.loss is None:
             self.loss = default_loss(structure)
         if dataset_size is not None and isinstance(self.loss, NeedsDatasetSize):
