@@ -70,6 +70,9 @@ def main() -> None:
     p.add_argument("--data", choices=sorted(SETTINGS), default="mnist10k")
     p.add_argument("--variant", nargs="+", default=["vae"], choices=sorted(pv.variants.registry))
     p.add_argument("--latent-dim", type=int, default=None, help="default: 16 (mnist10k), 2 (tree)")
+    p.add_argument(
+        "--hidden", type=int, nargs="+", default=None, help="encoder widths (default: 512)"
+    )
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--num-samples", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
@@ -100,7 +103,7 @@ def main() -> None:
             name,
             tuple(x_train.shape[1:]),
             latent_dim=latent_dim,
-            hidden=setting.hidden,
+            hidden=tuple(args.hidden) if args.hidden else setting.hidden,
             likelihood=setting.likelihood,
         )
         pv.variants.registry[name].fit(
@@ -118,7 +121,8 @@ def main() -> None:
         )
 
     print(
-        f"{args.data}, latent dim {latent_dim}, {args.epochs} epochs, IWAE k={args.num_samples}, "
+        f"{args.data}, latent dim {latent_dim}, hidden {args.hidden or setting.hidden}, "
+        f"{args.epochs} epochs, IWAE k={args.num_samples}, "
         f"seed {args.seed}\n"
     )
     print("| model | test NLL (nats) |\n|---|---|")

@@ -176,13 +176,21 @@ class VonMisesFisher(TorchDistribution):
                 return w, one_minus_w, eps_acc
         raise RuntimeError("von Mises-Fisher rejection sampler did not accept in 1000 rounds")
 
+    def _tangent(self, shape: torch.Size) -> torch.Tensor:
+        r"""A uniform direction orthogonal to :math:`e_1`: on :math:`S^{m-2}`, which for the
+        circle (:math:`m = 2`) is the two points :math:`\pm 1`."""
+        if self.m == 2:
+            sign = torch.randint(0, 2, (*shape, 1), device=self.loc.device)
+            return (2 * sign - 1).to(self.loc.dtype)
+        return HypersphericalUniform(
+            self.m - 1, shape, self.loc.device, dtype=self.loc.dtype
+        ).sample()
+
     def rsample(self, sample_shape: _ShapeLike = _SCALAR) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         # the tangent direction first, so that the random stream after it does not depend on
         # how many proposals were rejected (common random numbers across parameter values)
-        tangent = HypersphericalUniform(
-            self.m - 1, shape, self.loc.device, dtype=self.loc.dtype
-        ).sample()
+        tangent = self._tangent(shape)
         w, one_minus_w, eps = self._sample_w(shape)
         radius = torch.sqrt((one_minus_w * (1 + w)).clamp_min(0))
         z = torch.cat([w.unsqueeze(-1), radius.unsqueeze(-1) * tangent], dim=-1)

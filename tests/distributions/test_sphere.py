@@ -308,3 +308,19 @@ def test_the_projects_elbo_carries_the_correction():
     (g,) = torch.autograd.grad(loss, kappa)
     a_prime = _mp_dmean_resultant_length(3, 2.0)
     assert float(g) == pytest.approx((2.0 - 1.0) * a_prime, rel=0.05)
+
+
+@pytest.mark.parametrize("kappa", [0.5, 5.0])
+def test_the_circle_m_2_samples_with_the_right_mean_and_both_sides(kappa):
+    """On the circle the tangent direction is a sign: draws stay on S^1, cover both sides of mu,
+    and their mean resultant length is A_2(kappa) = I_1(kappa) / I_0(kappa)."""
+    import scipy.special
+
+    torch.manual_seed(3)
+    mu = _unit(2)
+    z = VonMisesFisher(mu, torch.tensor(kappa, dtype=torch.float64)).rsample((100_000,))
+    torch.testing.assert_close(z.norm(dim=-1), torch.ones(100_000, dtype=torch.float64))
+    cross = mu[0] * z[:, 1] - mu[1] * z[:, 0]  # the signed side of mu
+    assert 0.48 < float((cross > 0).double().mean()) < 0.52
+    expected = scipy.special.i1(kappa) / scipy.special.i0(kappa)
+    assert float((z @ mu).mean()) == pytest.approx(expected, abs=0.01)
