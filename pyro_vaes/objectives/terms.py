@@ -264,7 +264,10 @@ def score_surrogate(guide_tr: Trace, terms: Iterable[Term]) -> torch.Tensor:
     reparameterised guide site [1]: :math:`\nabla \mathbb E_q[f] = \mathbb E[\nabla_{path} f]
     + \mathbb E[f\,\nabla \ell]`, with :math:`\ell` the site's ``score_parts().score_function``
     and :math:`f` the draw's cost (the terms' sum), per datapoint where the shapes match the
-    site's batch (datapoints are independent), else the whole draw's. The cost's terms carry
+    site's batch (datapoints are independent), else the whole draw's. From the per-datapoint
+    cost the mean cost of the *other* entries is subtracted: a baseline independent of the
+    entry's own draw, so the estimate stays unbiased while the common offset of the cost (some
+    hundred nats) no longer multiplies the score. The cost's terms carry
     their own weights; the score is not weighed again (a latent masked out by ``beta = 0`` still
     shapes the reconstruction). Zero for fully reparameterised guides (nothing is computed).
 
@@ -280,10 +283,16 @@ def score_surrogate(guide_tr: Trace, terms: Iterable[Term]) -> torch.Tensor:
         score = q["fn"].score_parts(q["value"]).score_function
         if not isinstance(score, torch.Tensor):
             continue
-        cost = torch.zeros(())
+        local, shared = torch.zeros(()), torch.zeros(())
         for t in terms:
-            cost = cost + (t.loss if t.loss.shape == score.shape else t.loss.sum())
-        out = out + ((score - score.detach()) * cost.detach()).sum()
+            if t.loss.shape == score.shape:
+                local = local + t.loss
+            else:
+                shared = shared + t.loss.sum()
+        local = local.detach().expand(score.shape)
+        if local.numel() > 1:  # leave-one-out baseline: the other entries' mean cost, which
+            local = local - (local.sum() - local) / (local.numel() - 1)  # does not depend on z
+        out = out + ((score - score.detach()) * (local + shared.detach())).sum()
     return out
 
 
