@@ -236,7 +236,7 @@ def test_nothing_is_created_when_a_check_fails(tmp_path, capsys):
     out = tmp_path / "new" / "run"
     refused([*TRAIN, "--out", out, "--variant", "nope"], capsys, "unknown variant 'nope'")
     refused([*TRAIN, "--out", out, "--device", "tpu:3"], capsys, "--device tpu:3")
-    refused([*TRAIN, "--out", out, "--prior", "vamp", "--variant", "svae"], capsys)
+    refused([*TRAIN, "--out", out, "--variant", "svae", "--latent-dim", "1"], capsys, "dim >= 2")
     empty = tmp_path / "data"
     empty.mkdir()
     refused([*TRAIN, "--out", out, "--data", "mnist10k", "--data-root", empty], capsys, "mnist10k")
