@@ -115,9 +115,12 @@ def num_datapoints(batch: Mapping[str, torch.Tensor]) -> int:
 
 
 def check_batch(batch: Mapping[str, torch.Tensor], name: str = "data", offset: int = 0) -> None:
-    """:raises DataError: unless ``x`` is ``(N, ...)`` with ``N > 0``, every input has ``N``
-    rows, and every floating-point input is finite (naming the input and the first bad
-    datapoint: its row plus ``offset``, for a part of a dataset)."""
+    """Check a batch of named inputs before it is used.
+
+    :raises DataError: unless ``x`` is ``(N, ...)`` with ``N > 0``, every input has ``N``
+        rows, and every floating-point input is finite (naming the input and the first bad
+        datapoint: its row plus ``offset``, for a part of a dataset).
+    """
     x = batch["x"]
     if x.dim() < 2:
         raise DataError(
@@ -136,8 +139,11 @@ def check_batch(batch: Mapping[str, torch.Tensor], name: str = "data", offset: i
 
 
 def check_finite(value: torch.Tensor, name: str = "data", what: str = "x", offset: int = 0) -> None:
-    """:raises DataError: naming the first datapoint (row) of ``value`` that holds a NaN or an
-    infinity."""
+    """Check that every datapoint (row) of ``value`` is finite.
+
+    :raises DataError: naming the first datapoint (row) of ``value`` that holds a NaN or an
+        infinity.
+    """
     bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
     if bool(bad.any()):
         row = int(bad.nonzero()[0, 0])

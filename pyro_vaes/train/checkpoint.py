@@ -73,8 +73,12 @@ def clean_temporary(path: str | Path) -> list[Path]:
 
 
 def check_writable(folder: str | Path, needed_bytes: int) -> None:
-    """:raises CheckpointError: unless ``folder`` is (or can be made) a writable folder with at
-    least ``needed_bytes`` free. Creates the folder (and nothing else) if it is missing."""
+    """Check that a checkpoint fits in ``folder``; creates the folder (and nothing else) if it
+    is missing.
+
+    :raises CheckpointError: unless ``folder`` is (or can be made) a writable folder with at
+        least ``needed_bytes`` free.
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"checkpoint_dir {folder} is a file, not a folder")

@@ -168,8 +168,11 @@ def default_loss(structure: Structure) -> Any:
 def check_support(
     x: torch.Tensor, observed: dict[str, constraints.Constraint], name: str, offset: int = 0
 ) -> None:
-    """:raises DataError: where ``x`` holds values outside the support of an observed site,
-    naming the first such datapoint (its index plus ``offset``, for a part of a dataset)."""
+    """Check that ``x`` lies in the support of every observed site.
+
+    :raises DataError: where ``x`` holds values outside the support of an observed site,
+        naming the first such datapoint (its index plus ``offset``, for a part of a dataset).
+    """
     for site, support in observed.items():
         if support is constraints.real or isinstance(support, type(constraints.real)):
             continue
