@@ -200,6 +200,11 @@ class VonMisesFisher(TorchDistribution):
         u = e1 - self.loc
         u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         z = z - 2 * (z * u).sum(-1, keepdim=True) * u
+        # back onto the sphere to the last bit: the float32 reflection drifts up to ~1e-6, past
+        # the support's tolerance. The exact map's derivatives are tangent to the sphere (the
+        # reflection is orthogonal; d/dw moves along the great circle), and at |z| = 1 the
+        # projection of z / |z| keeps tangent vectors, so the gradients are unchanged.
+        z = z / z.norm(dim=-1, keepdim=True)
         self._last_draw = (z, eps)
         return z
 

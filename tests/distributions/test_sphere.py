@@ -324,3 +324,20 @@ def test_the_circle_m_2_samples_with_the_right_mean_and_both_sides(kappa):
     assert 0.48 < float((cross > 0).double().mean()) < 0.52
     expected = scipy.special.i1(kappa) / scipy.special.i0(kappa)
     assert float((z @ mu).mean()) == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize("m", [2, 3, 10])
+def test_float32_draws_lie_in_the_support_for_every_direction_and_concentration(m):
+    """Draws in float32 pass the sphere support check (|norm - 1| < 10 eps sqrt(m)) that Pyro's
+    validation applies when scoring them. Without the final renormalisation one in a million
+    draws at m = 2 drifted to 1.8e-6 (the tolerance is 1.7e-6), and an S-VAE's importance-sampled
+    evaluation (2,000 images x 1,000 draws) failed."""
+    from pyro.distributions import constraints
+
+    torch.manual_seed(5)
+    loc = torch.nn.functional.normalize(torch.randn(2000, m), dim=-1)
+    loc[0] = -torch.eye(m)[0]  # the reflection's worst case
+    kappa = torch.logspace(-1, 4, 2000)
+    z = VonMisesFisher(loc, kappa).rsample((500,))
+    assert bool(constraints.sphere.check(z).all())
+    VonMisesFisher(loc, kappa, validate_args=True).log_prob(z)  # no support error
