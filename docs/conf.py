@@ -41,3 +41,28 @@ add_module_names = False
 # ``forward``) is left out rather than shown with the base class's text, which is written for
 # another toolchain (Google style, torch's own cross-references) and does not parse as reST.
 autodoc_inherit_docstrings = False
+
+
+def _references(app, what, name, obj, options, lines: list[str]) -> None:
+    """Render a docstring's numbered ``References:`` block (Pyro's habit) as a rubric with one
+    paragraph per reference, instead of one run-on definition-list entry."""
+    start = next((i for i, line in enumerate(lines) if line.strip() == "References:"), None)
+    if start is None:
+        return
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    out = [" " * indent + ".. rubric:: References", ""]
+    end = start + 1
+    while end < len(lines) and (
+        not lines[end].strip() or lines[end].startswith(" " * (indent + 1))
+    ):
+        text = lines[end].strip()
+        if text.startswith("[") and out[-1] != "":
+            out.append("")  # a new reference, a new paragraph
+        if text:
+            out.append(" " * indent + text)
+        end += 1
+    lines[start:end] = [*out, ""]
+
+
+def setup(app) -> None:
+    app.connect("autodoc-process-docstring", _references)

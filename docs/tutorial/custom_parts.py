@@ -111,6 +111,10 @@ class FreeBitsELBO(DifferentiableObjective, pyro.infer.ELBO):
 
     :param free_nats: the floor :math:`\lambda` on the mean KL, in nats.
     :param latent: the name of the latent site.
+
+    References:
+        [1] Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling. Improved Variational
+        Inference with Inverse Autoregressive Flow. NeurIPS 2016.
     """
 
     def __init__(self, free_nats: float = 1.0, latent: str = "z") -> None:
