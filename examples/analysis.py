@@ -20,6 +20,7 @@ import pyro_vaes as pv
 
 
 def fit_vae(splits: pv.data.Splits, likelihood: pv.likelihoods.Likelihood, binary: bool) -> pv.VAE:
+    print(f"fitting a VAE with the {type(likelihood).__name__} likelihood", flush=True)
     torch.manual_seed(0)
     vae = pv.variants.build("vae", splits.shape, latent_dim=8, hidden=(256,))
     vae.likelihood = likelihood
@@ -29,12 +30,12 @@ def fit_vae(splits: pv.data.Splits, likelihood: pv.likelihoods.Likelihood, binar
         splits.x_train,
         epochs=40,
         transform=pv.data.dynamic_binarize if binary else None,
-        progress=False,
     )
     return vae.eval()
 
 
 def check(vae: pv.VAE, x: torch.Tensor, stats: dict, out: Path, tag: str) -> None:
+    print(f"posterior predictive draws ({tag})", flush=True)
     idata = pv.posterior_predictive(vae.model, vae.guide, x, num_samples=100)
     stat_idata = pv.checks.statistics(idata, stats)
     pvalues = pv.checks.pvalues(stat_idata)
@@ -72,6 +73,7 @@ def main() -> None:
     out = Path(p.parse_args().out)
     out.mkdir(parents=True, exist_ok=True)
     splits = pv.data.load("digits")
+    print("training the classifier behind the class check", flush=True)
     clf = pv.classifier.train_classifier(splits.x_train, splits.y_train, epochs=10)
     print(
         f"classifier test accuracy {pv.classifier.accuracy(clf, splits.x_test, splits.y_test):.3f}"

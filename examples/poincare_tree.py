@@ -23,7 +23,7 @@ def main() -> None:
         vae = pv.variants.build(
             name, splits.shape, latent_dim=2, hidden=(200,), likelihood="gaussian"
         )
-        pv.fit(vae.model, vae.guide, splits.x_train, epochs=100, batch_size=64, progress=False)
+        pv.fit(vae.model, vae.guide, splits.x_train, epochs=100, batch_size=64)
         ll = pv.evaluate.log_likelihood(vae.model, vae.guide, splits.x_test, 1000).mean()
         print(f"{name}: test log-likelihood {ll:.2f} nats")
         with torch.no_grad():

@@ -11,7 +11,10 @@ import pyro_vaes as pv
 
 
 def main() -> None:
-    splits = pv.data.load("digits")
+    # 10% of the training images are held out for validation: early stopping reads them, and
+    # the test images are scored once, at the end
+    splits = pv.data.load("digits", val_fraction=0.1)
+    x_val = pv.data.binarize(splits.x_val, seed=2)
     x_test = pv.data.binarize(splits.x_test, seed=1)
 
     torch.manual_seed(0)
@@ -29,7 +32,7 @@ def main() -> None:
         splits.x_train,
         epochs=40,
         batch_size=100,
-        val_data=x_test,
+        val_data=x_val,
         transform=pv.data.dynamic_binarize,  # a fresh binarisation every epoch
         callbacks=[pv.KLAnnealing(vae, warmup_epochs=10), pv.EarlyStopping(patience=5)],
     )

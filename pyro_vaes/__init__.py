@@ -32,6 +32,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     # modules where users find them
     "callbacks": ("pyro_vaes.train.callbacks", None),
     "checkpoint": ("pyro_vaes.train.checkpoint", None),
+    "loggers": ("pyro_vaes.train.loggers", None),
     "checks": ("pyro_vaes.analysis.checks", None),
     "classifier": ("pyro_vaes.analysis.classifier", None),
     "evaluate": ("pyro_vaes.analysis.evaluate", None),
@@ -51,6 +52,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "EarlyStopping": ("pyro_vaes.train.callbacks", "EarlyStopping"),
     "History": ("pyro_vaes.train.callbacks", "History"),
     "KLAnnealing": ("pyro_vaes.train.callbacks", "KLAnnealing"),
+    "CSVLogger": ("pyro_vaes.train.loggers", "CSVLogger"),
+    "TensorBoard": ("pyro_vaes.train.loggers", "TensorBoard"),
     "fit": ("pyro_vaes.train.fit", "fit"),
     "posterior_predictive": ("pyro_vaes.analysis.predictive", "posterior_predictive"),
 }
@@ -98,6 +101,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from pyro_vaes.distributions import geometry
     from pyro_vaes.errors import CheckpointError, DataError, RunFolderError, TrainingDiverged
     from pyro_vaes.models.vae import VAE
-    from pyro_vaes.train import callbacks, checkpoint
+    from pyro_vaes.train import callbacks, checkpoint, loggers
     from pyro_vaes.train.callbacks import EarlyStopping, History, KLAnnealing
     from pyro_vaes.train.fit import fit
+    from pyro_vaes.train.loggers import CSVLogger, TensorBoard

@@ -130,7 +130,7 @@ def scores(
     *,
     chunk_size: int = 100,
     batch_size: int = 100,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Scores:
     """Importance-sampled log-likelihood, ELBO and reconstruction error of every datapoint, from
     the same ``num_samples`` draws of the guide per datapoint.
@@ -140,6 +140,8 @@ def scores(
     :param num_samples: :math:`K` draws per datapoint.
     :param chunk_size: draws evaluated at once (memory grows with ``chunk_size * batch_size``).
     :param batch_size: datapoints evaluated at once.
+    :param progress: show a progress bar; ``None`` (default): where standard error is a
+        terminal.
     """
     check_positive(num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size)
     out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -147,7 +149,8 @@ def scores(
         model, guide = ev.model, ev.guide
         nesting, data_dim = ev.layout(batch_size)
         total = math.ceil(ev.size / batch_size) * math.ceil(num_samples / chunk_size)
-        with tqdm(total=total, disable=not progress, unit="chunk") as bar:
+        disable = None if progress is None else not progress  # None: tqdm asks the terminal
+        with tqdm(total=total, disable=disable, unit="chunk", desc="scoring") as bar:
             for args, kwargs in ev.batches(batch_size):
                 x = args[0]
                 lse = x.new_full((x.shape[0],), -math.inf)

@@ -91,7 +91,7 @@ def posterior_predictive(
     observed: str = "x",
     batch_size: int = 100,
     prior: bool = True,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> az.InferenceData:
     """Posterior (and prior) predictive draws for every datapoint of ``data``; see the module
     docstring for the groups.
@@ -105,7 +105,8 @@ def posterior_predictive(
     :param observed: the observed site (the model must observe the batch there, inside a plate).
     :param batch_size: datapoints drawn at once (memory grows with ``num_samples * batch_size``).
     :param prior: add the ``prior`` and ``prior_predictive`` groups.
-    :param progress: show a progress bar over the batches.
+    :param progress: show a progress bar over the batches; ``None`` (default): where standard
+        error is a terminal.
     """
     check_positive(num_samples=num_samples, batch_size=batch_size)
     wanted = [latent] if isinstance(latent, str) else list(latent) if latent is not None else None
@@ -115,7 +116,10 @@ def posterior_predictive(
         nesting, data_dim = ev.layout(batch_size)
         steps = math.ceil(ev.size / batch_size)
         for args, kwargs in tqdm(
-            ev.batches(batch_size), total=steps, disable=not progress, unit="batch"
+            ev.batches(batch_size),
+            total=steps,
+            disable=None if progress is None else not progress,
+            unit="batch",
         ):
             x = args[0]
             n, b = num_samples, x.shape[0]

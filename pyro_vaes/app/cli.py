@@ -30,6 +30,7 @@ from pyro_vaes.catalogue import variants
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
 from pyro_vaes.train.callbacks import Callback, FitState
 from pyro_vaes.train.fit import resolve_device
+from pyro_vaes.train.loggers import CSVLogger, TensorBoard
 
 #: what ``main`` reports in one line (exit code 2) instead of a traceback
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -86,12 +87,15 @@ TRAIN_OPTIONS: dict[str, tuple[str, Any]] = {
     "curvature": ("--curvature", None),
     "binarize": ("--binarize", None),
     "seed": ("--seed", 0),
+    "val_fraction": ("--val-fraction", 0.1),
 }
+#: what runs written before an option existed did: their value on ``--resume``
+_BEFORE_RECORDED = {"val_fraction": 0.0}
 #: model options always saved; the others (``None`` by default) are saved only when given
 _MODEL_ALWAYS = ("latent_dim", "net", "likelihood", "hidden")
 _MODEL_OPTIONAL = ("beta", "prior", "posterior", "flow_steps", "components", "curvature")
 #: options of the config's top level that a resumed run must keep
-_RUN_KEYS = ("variant", "data", "binarize", "batch_size", "lr", "seed")
+_RUN_KEYS = ("variant", "data", "binarize", "batch_size", "lr", "seed", "val_fraction")
 
 
 def _shown(value: Any) -> str:
@@ -116,6 +120,8 @@ def _train_config(
             where = saved_options if key in _MODEL_ALWAYS + _MODEL_OPTIONAL else saved
             if key in where:
                 return where[key]
+            if key in _BEFORE_RECORDED:
+                return _BEFORE_RECORDED[key]
         return TRAIN_OPTIONS[key][1]
 
     options: dict[str, Any] = {k: value(k) for k in _MODEL_ALWAYS}
@@ -135,6 +141,7 @@ def _train_config(
         "batch_size": value("batch_size"),
         "lr": value("lr"),
         "seed": value("seed"),
+        "val_fraction": value("val_fraction"),
     }
     if saved is None:
         return config
@@ -143,9 +150,10 @@ def _train_config(
         if key not in given:
             continue
         if key in _RUN_KEYS:
-            if key not in saved:
+            if key not in saved and key not in _BEFORE_RECORDED:
                 continue  # an older run that did not record it
-            before, theirs = saved[key], f"the run's {_shown(saved[key])}"
+            before = saved.get(key, _BEFORE_RECORDED.get(key))
+            theirs = f"the run's {_shown(before)}"
         elif key in saved_options:
             before, theirs = saved_options[key], f"the run's {_shown(saved_options[key])}"
         else:
@@ -170,6 +178,28 @@ def _check_device(device: str) -> None:
         raise ValueError(f"--device {device}: {err}") from err
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ValueError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _loggers(
+    args: argparse.Namespace, model: Any, splits: data.Splits, out: Path
+) -> list[Callback]:
+    """The logging callbacks asked for: ``--csv`` (``RUN/history.csv``) and ``--tensorboard``
+    (``RUN/tensorboard/``, with sample and reconstruction grids of validation images)."""
+    callbacks: list[Callback] = []
+    if args.csv:
+        callbacks.append(CSVLogger(out / "history.csv"))
+    if args.tensorboard:
+        images = splits.x_val if splits.x_val is not None else splits.x_train
+        try:
+            board = TensorBoard(
+                out / runs.TENSORBOARD,
+                model=model if len(splits.shape) == 3 else None,
+                images=images[:32] if len(splits.shape) == 3 else None,
+            )
+        except ImportError as err:
+            raise ValueError(f"--tensorboard: {err}") from err
+        callbacks.append(board)
+    return callbacks
 
 
 class _OnFitStart(Callback):
@@ -203,6 +233,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     torch.manual_seed(config["seed"])
     model: Any = variants.build(config["variant"], splits.shape, **config["options"])
+    loggers = _loggers(args, model, splits, out)
 
     # 2. the folder is ours: check again under the lock, then the checkpoint to resume from
     with runs.open_folder(out) as lock:
@@ -236,9 +267,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             epochs=config["epochs"],
             batch_size=config["batch_size"],
             device=args.device,
-            val_data=(splits.x_test, splits.y_test),
+            val_data=None if splits.x_val is None else (splits.x_val, splits.y_val),
             transform=transform,
-            callbacks=[_OnFitStart(begin)],
+            callbacks=[_OnFitStart(begin), *loggers],
             checkpoint_dir=out,
             resume=args.resume,
             seed=config["seed"],
@@ -406,6 +437,13 @@ _positive_float = _number(float, 0, False)
 _non_negative_float = _number(float, 0, True)
 
 
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be below 1, got {text}")
+    return float(value)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pyro-vaes", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -416,70 +454,145 @@ def parser() -> argparse.ArgumentParser:
         description="Fit a variant and write a run folder (see README: Command line).",
     )
 
-    def option(dest: str, help: str = "", **kwargs: Any) -> None:
+    def option(dest: str, help: str, **kwargs: Any) -> None:
         flag, default = TRAIN_OPTIONS[dest]
-        shown = "" if default is None else f" (default: {_shown(default)})"
-        t.add_argument(flag, dest=dest, default=None, help=help + shown, **kwargs)
+        shown = "the variant's" if default is None else _shown(default)
+        t.add_argument(flag, dest=dest, default=None, help=f"{help} (default: {shown})", **kwargs)
 
-    option("variant", "see `pyro-vaes list`")
-    option("data", choices=sorted(data.registry))
-    option("data_root", "folder with the dataset files")
-    option("epochs", "total epochs (a resumed run continues up to it)", type=_non_negative_int)
-    option("batch_size", type=_positive_int)
-    option("lr", "learning rate, > 0", type=_positive_float)
-    option("latent_dim", type=_positive_int)
-    option("hidden", type=_positive_int, nargs="+")
-    option("net", choices=["mlp", "conv"])
-    option("likelihood", choices=["bernoulli", "gaussian"])
-    option("beta", "KL weight (beta_vae default: 4)", type=_non_negative_float)
-    option("prior", choices=sorted(variants.priors))
-    option("posterior", choices=sorted(variants.posteriors))
-    option("flow_steps", type=_positive_int)
-    option("curvature", "c of the Poincare ball", type=_positive_float)
-    option("components", "mixture components or VampPrior pseudo-inputs", type=_positive_int)
+    variant_help = "the variant to fit; `pyro-vaes list` shows the catalogue"
+    option("variant", variant_help, metavar="NAME")
     option(
-        "binarize",
-        "default: dynamic for the Bernoulli likelihood, none otherwise",
-        choices=sorted(BINARIZE),
+        "data",
+        "the dataset (digits is bundled; mnist10k reads --data-root)",
+        choices=sorted(data.registry),
     )
-    option("seed", type=int)
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    t.add_argument("--eval-samples", type=_positive_int, default=None, help="(default: 500)")
-    t.add_argument("--out", default=None, help="run folder (default: runs/VARIANT-DATA)")
+    t.add_argument(
+        "--data-root",
+        dest="data_root",
+        default=None,
+        help="the folder with the dataset's files (default: $PYRO_VAES_DATA, else ./data)",
+    )
+    option("epochs", "total epochs; a resumed run continues up to it", type=_non_negative_int)
+    option("batch_size", "datapoints per optimisation step", type=_positive_int)
+    option("lr", "Adam's learning rate, > 0", type=_positive_float)
+    option("latent_dim", "size of the code z", type=_positive_int)
+    option(
+        "hidden",
+        "hidden layer widths of the encoder (the decoder mirrors them)",
+        type=_positive_int,
+        nargs="+",
+    )
+    option("net", "encoder and decoder networks: MLP or convolutional", choices=["mlp", "conv"])
+    option("likelihood", "p(x | z)", choices=["bernoulli", "gaussian"])
+    option("beta", "weight of the KL term, >= 0 (beta_vae's is 4)", type=_non_negative_float)
+    option("prior", "p(z), replacing the variant's", choices=sorted(variants.priors))
+    option("posterior", "q(z | x), replacing the variant's", choices=sorted(variants.posteriors))
+    option("flow_steps", "steps of a flow posterior", type=_positive_int)
+    option("curvature", "curvature c of the Poincare ball, > 0", type=_positive_float)
+    option("components", "mixture components, or VampPrior pseudo-inputs", type=_positive_int)
+    t.add_argument(
+        "--binarize",
+        dest="binarize",
+        default=None,
+        choices=sorted(BINARIZE),
+        help="dynamic: a fresh binary draw of each training image every epoch; static: one "
+        "draw; none: the intensities (default: dynamic for the Bernoulli likelihood, else none)",
+    )
+    option("seed", "seed of the initial weights, the data order and the draws", type=int)
+    option(
+        "val_fraction",
+        "share of the training data held out for validation (the loss curve's val line); the "
+        "test split is scored only once, at the end; 0: no validation",
+        type=_fraction,
+    )
+    t.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, cuda:1, ... (default: %(default)s: the GPU where there is one)",
+    )
+    t.add_argument(
+        "--eval-samples",
+        type=_positive_int,
+        default=None,
+        help="importance samples per test image for the final log-likelihood (default: 500)",
+    )
+    t.add_argument(
+        "--out", default=None, help="the run folder (default: runs/VARIANT-DATA)", metavar="DIR"
+    )
     how = t.add_mutually_exclusive_group()
-    how.add_argument("--resume", action="store_true", help="continue the run in --out")
+    how.add_argument(
+        "--resume", action="store_true", help="continue the run in --out (default: off)"
+    )
     how.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run in --out (only its own files; never a folder that is not a run)",
+        help="replace the run in --out: only its own files, never a folder that holds no run "
+        "(default: off)",
     )
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument(
+        "--csv", action="store_true", help="write RUN/history.csv, a row per epoch (default: off)"
+    )
+    t.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="log losses per step and per epoch, sample and reconstruction grids per epoch to "
+        "RUN/tensorboard/ (needs pip install 'pyro-vaes[tensorboard]'; default: off)",
+    )
+    t.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="importance-sampled test log-likelihood of a run")
-    e.add_argument("run")
-    e.add_argument("--num-samples", type=_positive_int, default=5000)
-    e.add_argument("--data-root", default=None)
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("run", help="the run folder", metavar="RUN")
+    e.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        default=5000,
+        help="importance samples per test datapoint (default: %(default)s)",
+    )
+    e.add_argument("--data-root", default=None, help="the dataset's folder (default: the run's)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser(
         "sample", help="write a grid of samples from a run (a new RUN/samples-N.png)"
     )
-    s.add_argument("run")
-    s.add_argument("-n", type=_positive_int, default=64)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default=None, help="the picture's path (default: RUN/samples-N.png)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    s.add_argument("run", help="the run folder", metavar="RUN")
+    s.add_argument(
+        "-n", type=_positive_int, default=64, help="number of samples (default: %(default)s)"
+    )
+    s.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
+    s.add_argument(
+        "--out",
+        default=None,
+        help="the picture's path, .png/.pdf/.svg/.jpg (default: a new RUN/samples-N.png)",
+    )
+    s.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file (default: off)"
+    )
     s.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("report", help="pictures and posterior predictive checks as an HTML page")
-    r.add_argument("run")
-    r.add_argument("--out", default=None, help="default: RUN/report")
-    r.add_argument("--num-samples", type=_positive_int, default=100, help="draws per datapoint")
-    r.add_argument("--num-points", type=_positive_int, default=300, help="test datapoints")
-    r.add_argument("--classifier-epochs", type=_non_negative_int, default=5)
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("run", help="the run folder", metavar="RUN")
+    r.add_argument("--out", default=None, help="the report's folder (default: RUN/report)")
+    r.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        default=100,
+        help="posterior predictive draws per datapoint (default: %(default)s)",
+    )
+    r.add_argument(
+        "--num-points",
+        type=_positive_int,
+        default=300,
+        help="test datapoints checked (default: %(default)s)",
+    )
+    r.add_argument(
+        "--classifier-epochs",
+        type=_non_negative_int,
+        default=5,
+        help="training epochs of the classifier behind the class check (default: %(default)s)",
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
     r.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="the catalogue of variants")

@@ -5,14 +5,16 @@
 ``data``, ``binarize`` and ``data_shape``. (A ``config.json`` written before the format key
 existed, with those keys, counts as a run too.) ``train`` also writes ``checkpoint.pt``
 (parameters only; loading it runs no code), ``metrics.json``, ``loss.png``, ``samples.png`` and
-``reconstructions.png``: these are :data:`TRAIN_FILES`, the run's own files. ``sample`` adds
+``reconstructions.png``, and with ``--csv`` ``history.csv``: these are :data:`TRAIN_FILES`, the
+run's own files; with ``--tensorboard`` it writes event files in ``tensorboard/``. ``sample`` adds
 ``samples-1.png``, ``samples-2.png``, ...; ``report`` writes ``report/``.
 
 **The rules ``train --out DIR`` follows**, every one checked before anything is written:
 
 - ``DIR`` missing or empty: a new run.
 - ``DIR`` holds a run: refused unless ``--resume`` (continue it) or ``--overwrite`` (replace
-  it). ``--overwrite`` removes only :data:`TRAIN_FILES` (just before the first epoch, once
+  it). ``--overwrite`` removes only :data:`TRAIN_FILES` and ``tensorboard/``'s event files
+  (just before the first epoch, once
   every check has passed); anything else in the folder (the user's files, ``report/``,
   ``samples-N.png``) stays as it is.
 - ``DIR`` is not empty and holds no run: refused, with or without ``--overwrite``. Files that
@@ -39,6 +41,7 @@ or the option.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -101,7 +104,10 @@ TRAIN_FILES = (
     "loss.png",
     "samples.png",
     "reconstructions.png",
+    "history.csv",
 )
+#: the folder of ``train --tensorboard``'s event files; ``--overwrite`` removes the event files
+TENSORBOARD = "tensorboard"
 #: keys every run config has
 CONFIG_KEYS = ("variant", "options", "data", "binarize", "data_shape")
 
@@ -110,15 +116,19 @@ CONFIG_KEYS = ("variant", "options", "data", "binarize", "data_shape")
 _UNREADABLE_LOCK_GRACE_S = 10.0
 
 
+def _binarize_held_out(s: data.Splits) -> data.Splits:
+    """Dynamic binarisation's held-out splits: test and validation images binarised once, with
+    fixed seeds, so that their scores are comparable from epoch to epoch and run to run."""
+    x_val = None if s.x_val is None else data.binarize(s.x_val, 2)
+    return dataclasses.replace(s, x_test=data.binarize(s.x_test, 1), x_val=x_val)
+
+
 # What each binarisation does: (transform applied to every training batch, preparation of the
-# stored images). Test images are binarised once with a fixed seed so scores are comparable.
+# stored images).
 BINARIZE: dict[
     str, tuple[Callable[[torch.Tensor], torch.Tensor] | None, Callable[[data.Splits], data.Splits]]
 ] = {
-    "dynamic": (
-        data.dynamic_binarize,
-        lambda s: data.Splits(s.name, s.x_train, s.y_train, data.binarize(s.x_test, 1), s.y_test),
-    ),
+    "dynamic": (data.dynamic_binarize, _binarize_held_out),
     "static": (None, lambda s: s.map(functools.partial(data.binarize, seed=0))),
     "none": (None, lambda s: s),
 }
@@ -227,13 +237,15 @@ def prepare_data(
     config: dict[str, Any],
 ) -> tuple[data.Splits, Callable[[torch.Tensor], torch.Tensor] | None]:
     """The run's dataset, prepared as in training, and the transform of its training batches.
+    The validation split is the config's ``val_fraction`` of the training data (none in runs
+    written before it was recorded).
 
     :raises DataError: naming the dataset if it cannot be loaded (missing files, no download).
     """
     transform, prepare = BINARIZE[config["binarize"]]
     name, root = config["data"], config.get("data_root")
     try:
-        splits = data.load(name, root)
+        splits = data.load(name, root, val_fraction=config.get("val_fraction", 0.0))
     except (RuntimeError, OSError) as err:  # torchvision: failed downloads, missing files
         where = f" from {root}" if root else ""
         lines = str(err).strip().splitlines()
@@ -411,6 +423,13 @@ def remove_train_files(out: Path) -> None:
     files from ``out``; nothing else."""
     for name in TRAIN_FILES:
         (out / name).unlink(missing_ok=True)
+    (out / ".history.csv.tmp").unlink(missing_ok=True)
+    board = out / TENSORBOARD
+    if board.is_dir():
+        for f in board.glob("events.out.tfevents.*"):
+            f.unlink()
+        with contextlib.suppress(OSError):  # a user's own file in it: the folder stays
+            board.rmdir()
     checkpoint.clean_temporary(out / CHECKPOINT)
 
 

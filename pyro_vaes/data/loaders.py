@@ -87,13 +87,18 @@ def check_unit_interval(x: torch.Tensor, what: str) -> None:
 
 @dataclass(frozen=True)
 class Splits:
-    """A train/test split of images in ``[0, 1]``, shaped ``(N, C, H, W)``, with labels."""
+    """Train, validation and test splits of images in ``[0, 1]``, shaped ``(N, C, H, W)``, with
+    labels. The validation split is carved out of the training data
+    (:meth:`with_validation`); it is empty until then. Early stopping and model choice read
+    ``x_val``; the test split is for the final score alone."""
 
     name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -101,8 +106,40 @@ class Splits:
         return tuple(self.x_train.shape[1:])
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Splits:
-        """Apply ``fn`` to the images of both splits (e.g. static binarisation)."""
-        return replace(self, x_train=fn(self.x_train), x_test=fn(self.x_test))
+        """Apply ``fn`` to the images of every split (e.g. static binarisation)."""
+        x_val = None if self.x_val is None else fn(self.x_val)
+        return replace(self, x_train=fn(self.x_train), x_test=fn(self.x_test), x_val=x_val)
+
+    def with_validation(self, fraction: float, seed: int = 0) -> Splits:
+        """Carve a validation split of ``round(fraction * N)`` datapoints out of the training
+        data, chosen by a permutation seeded with ``seed`` (the same split on every call); the
+        rest stays the training split, in its order. ``fraction = 0`` leaves no validation
+        split. The test split is untouched.
+
+        :raises ValueError: if ``fraction`` is outside ``[0, 1)`` or leaves either split empty.
+        """
+        if not 0 <= fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {fraction!r}")
+        if fraction == 0:
+            return self
+        if self.x_val is not None:
+            raise ValueError(f"{self.name} already has a validation split")
+        n = self.x_train.shape[0]
+        n_val = round(fraction * n)
+        if not 0 < n_val < n:
+            raise ValueError(
+                f"val_fraction {fraction} of the {n} training datapoints of {self.name} leaves "
+                f"{n_val} for validation and {n - n_val} for training; both need at least one"
+            )
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        val, train = perm[:n_val], perm[n_val:].sort().values
+        return replace(
+            self,
+            x_train=self.x_train[train],
+            y_train=self.y_train[train],
+            x_val=self.x_train[val],
+            y_val=self.y_train[val],
+        )
 
 
 def _digits(root: Path | None) -> Splits:
@@ -249,13 +286,23 @@ for _name, _loader in (
     registry.register(_name, _loader)
 
 
-def load(name: str, root: str | Path | None = None) -> Splits:
+def load(
+    name: str, root: str | Path | None = None, *, val_fraction: float = 0.0, seed: int = 0
+) -> Splits:
     """Load the dataset registered as ``name`` (see :data:`registry`).
 
     :param root: the folder that holds (or receives) the files; defaults to ``$PYRO_VAES_DATA``
         or ``./data``. Not used by ``digits``, which ships with scikit-learn.
+    :param val_fraction: the share of the training data held out as the validation split
+        (``x_val``, ``y_val``; see :meth:`Splits.with_validation`). Validate, stop early and
+        choose models on it, never on the test split.
+    :param seed: the seed of the validation split's permutation.
     """
-    return registry[name](Path(root) if root is not None else None)
+    if not 0 <= val_fraction < 1:  # before reading any file
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    return registry[name](Path(root) if root is not None else None).with_validation(
+        val_fraction, seed
+    )
 
 
 def batches(x: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:

@@ -439,9 +439,10 @@ def _train_epoch(
         m.train()
     total, count = 0.0, 0
     pending: list[torch.Tensor] = []
+    sizes: list[int] = []
 
     def check(last_step: int) -> None:
-        nonlocal total, pending
+        nonlocal total, pending, sizes
         values = torch.stack(pending).double()
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad) or not last_good.finite():
@@ -460,7 +461,11 @@ def _train_epoch(
             )
         last_good.keep()
         total += float(values.sum())
-        pending = []
+        if callbacks:
+            per_datapoint = (values.cpu() / torch.tensor(sizes, dtype=torch.float64)).tolist()
+            for cb in callbacks:
+                cb.on_step_losses(state, state.global_step - len(pending), per_datapoint)
+        pending, sizes = [], []
         bar.set_postfix(epoch=state.epoch, loss=f"{total / count:.3f}", refresh=False)
 
     i = -1
@@ -470,7 +475,8 @@ def _train_epoch(
             cb.on_step_start(state)
         batch = _transformed(batch, transform)
         pending.append(step.step(batch))
-        count += batch["x"].shape[0]
+        sizes.append(batch["x"].shape[0])
+        count += sizes[-1]
         state.global_step += 1
         bar.update(1)
         if len(pending) == CHECK_EVERY:

@@ -66,3 +66,58 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     with pytest.raises(SystemExit) as help_exit:  # --help still prints and exits 0
         cli.main(["train", "--help"])
     assert help_exit.value.code == 0
+
+
+def test_every_option_of_every_command_has_a_description_and_its_default():
+    sub = next(a for a in cli.parser()._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help"
+            if action.option_strings:  # positionals (RUN) have no default
+                assert "default" in action.help, f"{name} {action.option_strings}: no default"
+
+
+def test_train_validates_on_a_split_of_the_training_data_never_the_test_set(tmp_path, monkeypatch):
+    from pyro_vaes.catalogue import variants
+
+    seen = {}
+
+    def fit(self, model, data, **kwargs):
+        seen["train"], seen["val"] = data[0], kwargs["val_data"]
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(variants.Variant, "fit", fit)
+    args = ["train", "--hidden", "8", "--latent-dim", "2", "--out", str(tmp_path / "r"), "--quiet"]
+    assert cli.main(args) == 2
+    from pyro_vaes import data
+
+    whole = data.load("digits")
+    train, val = seen["train"], seen["val"][0]
+    assert (len(train), len(val)) == (1437 - 144, 144)  # --val-fraction 0.1 by default
+    rows = {bytes(x.numpy()) for x in data.binarize(whole.x_test, 1)}
+    assert not rows & {bytes(x.numpy()) for x in val}  # never a test image
+    # the validation images are binarised once, like the test images
+    assert set(val.unique().tolist()) == {0.0, 1.0}
+
+    seen.clear()
+    assert cli.main([*args, "--val-fraction", "0"]) == 2
+    assert seen["val"] is None and len(seen["train"]) == 1437
+
+
+@pytest.mark.slow
+def test_train_writes_the_csv_history_and_tensorboard_events(tmp_path):
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "run"
+    args = ["train", "--epochs", "2", "--hidden", "16", "--latent-dim", "2", "--eval-samples",
+            "2", "--out", str(run), "--quiet", "--csv", "--tensorboard"]  # fmt: skip
+    assert cli.main(args) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    lines = (run / "history.csv").read_text().splitlines()
+    assert lines[0] == "epoch,step,loss,val_loss,seconds" and len(lines) == 3
+    assert float(lines[2].split(",")[3]) == metrics["history"]["val_loss"][1]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    # --overwrite removes both with the rest of the run's files
+    assert cli.main([*args[:-2], "--overwrite"]) == 0
+    assert not (run / "history.csv").exists() and not (run / "tensorboard").exists()

@@ -20,7 +20,7 @@ import torch
 
 from pyro_vaes.app import cli, runs
 from pyro_vaes.catalogue import variants
-from pyro_vaes.errors import TrainingDiverged
+from pyro_vaes.errors import RunFolderError, TrainingDiverged
 from pyro_vaes.train import checkpoint
 
 TINY = ["--data", "digits", "--hidden", "16", "--latent-dim", "2", "--eval-samples", "2"]
@@ -254,7 +254,9 @@ def test_nothing_is_created_when_a_check_fails(tmp_path, capsys):
         (["train", "--hidden"], "--hidden"),
         (["train", "--frobnicate"], "--frobnicate"),
         (["train", "--data", "imagenet"], "--data"),
-        (["sample"], "run"),
+        (["sample"], "RUN"),
+        (["train", "--val-fraction", "1"], "--val-fraction: must be below 1"),
+        (["train", "--val-fraction", "-0.1"], "--val-fraction: must be >= 0"),
         (["sample", "x", "-n", "0"], "-n: must be >= 1"),
         (["report", "x", "--num-points", "0"], "--num-points"),
         (["fly"], "fly"),
@@ -406,7 +408,7 @@ def test_overwrite_replaces_only_the_runs_own_files(trained, tmp_path, capsys):
     assert cli.main([*TRAIN, "--out", str(run), "--overwrite", "--latent-dim", "3"]) == 0
     after = snapshot(run)
     assert {k: after[k] for k in kept} == kept
-    assert set(after) == set(kept) | set(runs.TRAIN_FILES)
+    assert set(after) == set(kept) | set(runs.TRAIN_FILES) - {"history.csv"}  # without --csv
     config, _ = runs.load_run(run)
     assert config["options"]["latent_dim"] == 3
 
@@ -492,3 +494,15 @@ def test_report_rewrites_its_own_folder(run, tmp_path, capsys):
     assert cli.main(["report", str(run), "--out", str(out), *REPORT]) == 0
     assert cli.main(["report", str(run), "--out", str(out), *REPORT]) == 0
     assert not (out / runs.LOCK).exists() and not (run / "report" / runs.LOCK).exists()
+
+
+def test_a_run_recorded_before_validation_splits_resumes_on_all_its_training_data(tmp_path):
+    """Runs written before ``val_fraction`` was recorded trained on every training image: on
+    ``--resume`` they keep doing so, and asking for a split is refused as a changed option."""
+    saved = {"format": runs.RUN_FORMAT, "variant": "vae", "options": {"latent_dim": 2},
+             "data": "digits", "binarize": "dynamic", "data_shape": [1, 8, 8], "seed": 0}  # fmt: skip
+    args = cli.parser().parse_args(["train", "--resume"])
+    assert cli._train_config(args, saved, tmp_path / "config.json")["val_fraction"] == 0.0
+    args = cli.parser().parse_args(["train", "--resume", "--val-fraction", "0.1"])
+    with pytest.raises(RunFolderError, match=r"--val-fraction 0.1 differs from the run's 0.0"):
+        cli._train_config(args, saved, tmp_path / "config.json")

@@ -77,3 +77,33 @@ def test_as_tensor_inputs():
     assert data.as_tensor((x, torch.zeros(10))).shape == (10, 3)
     with pytest.raises(TypeError):
         data.as_tensor("not data")  # type: ignore[arg-type]
+
+
+def test_validation_split_is_carved_from_the_training_data_only():
+    whole = data.load("digits")
+    s = data.load("digits", val_fraction=0.1)
+    assert s.x_val is not None and s.y_val is not None
+    assert (s.x_val.shape[0], s.x_train.shape[0]) == (144, 1437 - 144)
+    torch.testing.assert_close(s.x_test, whole.x_test)  # the test split is untouched
+    # train and validation partition the original training rows, labels kept with their images
+    key = lambda x, y: {(bytes(a.numpy()), int(b)) for a, b in zip(x, y, strict=True)}  # noqa: E731
+    train, val = key(s.x_train, s.y_train), key(s.x_val, s.y_val)
+    assert not train & val
+    assert train | val == key(whole.x_train, whole.y_train)
+    again = data.load("digits", val_fraction=0.1)  # the same split every time
+    torch.testing.assert_close(again.x_val, s.x_val)
+    other = data.load("digits", val_fraction=0.1, seed=1)
+    assert not torch.equal(other.x_val, s.x_val)
+    binary = s.map(lambda x: data.binarize(x, seed=0))
+    assert binary.x_val is not None and set(binary.x_val.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5, float("nan"), 1e-5])
+def test_validation_fraction_outside_the_range_is_named(fraction):
+    with pytest.raises(ValueError, match="val_fraction"):
+        data.load("digits", val_fraction=fraction)
+
+
+def test_no_validation_split_by_default():
+    s = data.load("digits")
+    assert s.x_val is None and s.y_val is None
