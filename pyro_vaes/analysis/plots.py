@@ -8,6 +8,7 @@ picture neither needs a display nor changes the caller's matplotlib backend or o
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,24 +54,59 @@ def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 1) -> t
     return grid.permute(1, 2, 0)
 
 
-def _figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Figure, Any]:
-    """A figure outside pyplot and its axes (one row of ``ncols``)."""
+def _figure(figsize: tuple[float, float], ncols: int = 1, nrows: int = 1) -> tuple[Figure, Any]:
+    """A figure outside pyplot and its axes (``nrows`` rows of ``ncols``)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
-    axes = fig.subplots(1, ncols, squeeze=False)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
 
 
+def _panels(n: int, most: int = 3) -> tuple[int, int]:
+    """Columns and rows for ``n`` panels, at most ``most`` to a row."""
+    ncols = max(1, min(n, most))
+    return ncols, math.ceil(n / ncols)
+
+
 def save_image_grid(
-    images: torch.Tensor, path: str | Path, title: str = "", ncol: int | None = None
+    images: torch.Tensor,
+    path: str | Path,
+    title: str = "",
+    ncol: int | None = None,
+    *,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
 ) -> Path:
-    """Write :func:`image_grid` of ``images`` to a PNG file."""
+    """Write :func:`image_grid` of ``images`` to a PNG file.
+
+    ``row_labels`` and ``col_labels`` name the rows and columns of the grid (a traversal's
+    latent dimensions and step values, an interpolation's times) at the cells' centres;
+    ``xlabel`` and ``ylabel`` say what they are. Without labels the grid is drawn bare."""
     grid = image_grid(images, ncol)
-    fig, axes = _figure((6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
+    n, h, w = len(images), images.shape[-2], images.shape[-1]
+    ncol = ncol or math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    labelled = bool(row_labels or col_labels or xlabel or ylabel)
+    fig, axes = _figure((6, 6 * grid.shape[0] / grid.shape[1] + (1.0 if labelled else 0.4)))
     ax: Axes = axes[0][0]
     ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
-    ax.set_axis_off()
+    if not labelled:
+        ax.set_axis_off()
+    else:
+        for where, labels, count, size in (("x", col_labels, ncol, w), ("y", row_labels, nrow, h)):
+            if labels is not None and len(labels) != count:
+                raise ValueError(f"{len(labels)} {where} labels for {count} grid cells")
+            centres = [1 + i * (size + 1) + (size - 1) / 2 for i in range(count)]  # pad 1
+            set_ticks = ax.set_xticks if where == "x" else ax.set_yticks
+            set_ticks(centres if labels is not None else [], list(labels or []), fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
     if title:
         ax.set_title(title)
     return _save(fig, path)
@@ -146,20 +182,31 @@ def ppc_plot(stat_idata: az.InferenceData, path: str | Path) -> Path:
     import arviz as az
 
     names = list(stat_idata["observed_data"].data_vars)
-    fig, axes = _figure((4.5 * len(names), 3.6), len(names))
+    ncols, nrows = _panels(len(names))
+    fig, axes = _figure((4.5 * ncols, 3.6 * nrows), ncols, nrows)
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
     draws = stat_idata["posterior_predictive"].sizes["draw"]
     az.plot_ppc(
-        stat_idata, var_names=names, ax=axes[0], num_pp_samples=min(50, draws), random_seed=0
+        stat_idata,
+        var_names=names,
+        ax=axes.flat[: len(names)],
+        num_pp_samples=min(50, draws),
+        random_seed=0,
     )
     return _save(fig, path)
 
 
 def pvalue_plot(pvalues: dict[str, np.ndarray], path: str | Path) -> Path:
     """Histograms of the per-datapoint posterior predictive p-values of each statistic."""
-    fig, axes = _figure((4 * len(pvalues), 3.2), len(pvalues))
-    for ax, (name, p) in zip(axes[0], pvalues.items(), strict=True):
+    ncols, nrows = _panels(len(pvalues))
+    fig, axes = _figure((4 * ncols, 3.2 * nrows), ncols, nrows)
+    for ax in axes.flat[len(pvalues) :]:
+        ax.set_visible(False)
+    for ax, (name, p) in zip(axes.flat, pvalues.items(), strict=False):
         ax.hist(p, bins=np.linspace(0, 1, 21), color="tab:blue", alpha=0.8)
         ax.set_title(name)
         ax.set_xlabel("posterior predictive p-value")
-    axes[0][0].set_ylabel("datapoints")
+    for row in axes:
+        row[0].set_ylabel("datapoints")
     return _save(fig, path)
