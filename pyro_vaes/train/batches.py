@@ -18,6 +18,7 @@ from pyro_vaes.data.batch import (
     select,
     to_device,
 )
+from pyro_vaes.train.distributed import shard_bounds
 
 __all__ = ["Batches", "prepare"]
 
@@ -41,8 +42,10 @@ class Batches:
         generator: torch.Generator,
         shuffle: bool,
         name: str = "data",
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self.data, self.batch_size, self.device = data, batch_size, device
+        self.shard = shard  # (rank, world size) under torch.distributed
         self.generator, self.shuffle, self.name = generator, shuffle, name
         self.check: Callable[[Batch, int], None] | None = None  # (batch, rows seen before it)
         self.size: int | None
@@ -54,7 +57,8 @@ class Batches:
                 self.size = self.steps = None
         else:
             self.size = num_datapoints(data)
-            self.steps = math.ceil(num_datapoints(data) / batch_size)
+            world = shard[1] if shard is not None and shuffle else 1
+            self.steps = math.ceil(num_datapoints(data) / (batch_size * world))
 
     def first(self) -> Batch:
         """The first batch, unshuffled (for the checks before training)."""
@@ -71,11 +75,20 @@ class Batches:
                 seen += num_datapoints(batch)
                 yield to_device(batch, self.device)
             return
+        size = num_datapoints(self.data)
         if self.shuffle:
-            size = num_datapoints(self.data)
+            # every rank draws the same permutation; global batch i (batch_size rows per rank)
+            # is cut into contiguous shards, so the ranks' batches i together are the single
+            # process's batch i of world_size * batch_size rows
+            rank, world = self.shard if self.shard is not None else (0, 1)
             order = torch.randperm(size, generator=self.generator).to(self.device)
-            for start in range(0, size, self.batch_size):
-                yield select(self.data, order[start : start + self.batch_size])
+            step = self.batch_size * world
+            for start in range(0, size, step):
+                chunk = order[start : start + step]
+                lo, hi = shard_bounds(len(chunk), rank, world)
+                yield select(self.data, chunk[lo:hi])
         else:
-            for start in range(0, num_datapoints(self.data), self.batch_size):
-                yield select(self.data, slice(start, start + self.batch_size))
+            # in order; under torch.distributed each rank passes over its contiguous share
+            lo, hi = (0, size) if self.shard is None else shard_bounds(size, *self.shard)
+            for start in range(lo, hi, self.batch_size):
+                yield select(self.data, slice(start, min(start + self.batch_size, hi)))

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyro
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from pyro_vaes.data.batch import Batch, check_batch, iterate, num_datapoints
@@ -25,6 +25,9 @@ from pyro_vaes.models.base import parameters_managed
 from pyro_vaes.train import checkpoint as ckpt
 from pyro_vaes.train.batches import Batches, prepare
 from pyro_vaes.train.callbacks import Callback, FitState, History
+from pyro_vaes.train.distributed import Distributed, Group
+from pyro_vaes.train.distributed import setup as setup_distributed
+from pyro_vaes.train.loggers import CSVLogger, TensorBoard
 from pyro_vaes.train.state import load_params, rng_state, set_rng_state
 from pyro_vaes.train.step import _FIT_PREFIX, Step, check_int
 from pyro_vaes.train.structure import check_support, owners, scoring
@@ -68,6 +71,7 @@ def fit(
     resume: bool | str | Path = False,
     seed: int | None = None,
     progress: bool = True,
+    distributed: bool | Distributed | None = None,
 ) -> History:
     r"""Fit ``model`` and ``guide`` to ``data`` by stochastic variational inference.
 
@@ -105,6 +109,12 @@ def fit(
         checkpoint path.
     :param seed: seeds Python, NumPy and torch (and the shuffling) for a reproducible fit.
     :param progress: show a tqdm progress bar.
+    :param distributed: data-parallel training on ``torch.distributed``
+        (:mod:`pyro_vaes.train.distributed`). ``None`` (default): when launched by torchrun (or
+        a process group is initialised); ``True``: insist; ``False``: never; or a
+        :class:`~pyro_vaes.train.distributed.Distributed` with explicit settings. Every rank
+        passes the same data and seed; ``batch_size`` is per rank; rank 0 alone shows progress,
+        runs the loggers and writes the checkpoints, which every rank reads on resume.
     :returns: the :class:`~pyro_vaes.callbacks.History` of all epochs (resumed ones included).
     :raises ValueError: for impossible settings, and for a model and guide that disagree on their
         latent sites or their shapes (naming the site); :class:`~pyro_vaes.errors.DataError` for
@@ -115,30 +125,41 @@ def fit(
     """
     epochs = check_int("epochs", epochs, 0)
     batch_size = check_int("batch_size", batch_size, 1)
-    dev = resolve_device(device)
     callbacks = list(callbacks)
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(
                 f"callbacks must be pyro_vaes.callbacks.Callback objects, got {type(cb).__name__}"
             )
+    group = setup_distributed(distributed, device)
+    dev = group.device if group is not None else resolve_device(device)
+    main = group is None or group.is_main
+    # the loggers write files: rank 0 alone runs them (the others keep them for their state)
+    active = [cb for cb in callbacks if main or not isinstance(cb, CSVLogger | TensorBoard)]
     resume_path = _resume_path(resume, checkpoint_dir)
     saved = _load_checkpoint(resume_path, epochs) if resume_path is not None else None
 
-    if seed is not None:
+    shared_seed = seed if seed is not None else int(torch.randint(2**62, ()))
+    if group is not None:
+        shared_seed = group.broadcast_int(shared_seed)  # every rank shuffles alike
+        if seed is not None:  # each rank its own stream of noise; rank 0 as a lone process
+            pyro.set_rng_seed((seed + 7919 * group.rank) % 2**32)
+    elif seed is not None:
         pyro.set_rng_seed(seed)
-    shuffle_gen = torch.Generator().manual_seed(
-        seed if seed is not None else int(torch.randint(2**62, ()))
-    )
+    shuffle_gen = torch.Generator().manual_seed(shared_seed)
 
     step = Step(model, guide, loss, optim, adversary_optim)
     for module in step.owners:
         module.to(dev)
     train = prepare(data, "data", dev)
     val = prepare(val_data, "val_data", dev) if val_data is not None else None
-    batches = Batches(train, batch_size, dev, shuffle_gen, shuffle=True)
+    shard = (group.rank, group.world_size) if group is not None else None
+    if group is not None:
+        for loader in (train, val):
+            _check_sharded_loader(loader)
+    batches = Batches(train, batch_size, dev, shuffle_gen, shuffle=True, shard=shard)
     val_batches = (
-        Batches(val, batch_size, dev, shuffle_gen, shuffle=False, name="val_data")
+        Batches(val, batch_size, dev, shuffle_gen, shuffle=False, name="val_data", shard=shard)
         if val is not None
         else None
     )
@@ -148,58 +169,75 @@ def fit(
     store = pyro.get_param_store()
     with store.scope() as private:
         first = _transformed(batches.first(), transform)
+        # the dataset size objectives need is the global one: every rank holds all the data
         structure = step.setup(first, dataset_size=batches.size)
         for p in structure.params.values():
             if p.device != dev:
                 p.data = p.data.to(dev)
+        if group is not None:  # every rank starts from rank 0's parameters
+            group.broadcast_(list(structure.params.values()), "broadcasting the parameters")
+            step.reduce_gradients = group.average_gradients
         _check_data(batches, val_batches, structure.observed, transform, step)
 
         state = FitState(model, guide, epochs=epochs, steps_per_epoch=batches.steps)
         start_epoch = 1
         if saved is not None:
             assert resume_path is not None
-            _restore(saved, resume_path, step, callbacks, shuffle_gen, state)
+            _restore(saved, resume_path, step, callbacks, active, shuffle_gen, state, group)
             start_epoch = int(saved["epoch"]) + 1
 
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
         if ckpt_path is not None:  # the last check; the first write follows only after it
-            ckpt.check_writable(ckpt_path.parent, _checkpoint_bytes(step))
-            ckpt.clean_temporary(ckpt_path)
+            error: BaseException | None = None
+            if main:
+                try:
+                    ckpt.check_writable(ckpt_path.parent, _checkpoint_bytes(step))
+                    ckpt.clean_temporary(ckpt_path)
+                except CheckpointError as err:
+                    error = err
+            if group is not None:
+                group.agree(error, "checking checkpoint_dir")
+            elif error is not None:
+                raise error
         last_good = _LastGood(structure.params)
         bar = tqdm(
             total=batches.steps * epochs if batches.steps is not None else None,
             initial=(batches.steps or 0) * (start_epoch - 1),
-            disable=not progress,
+            disable=not progress or not main,
             unit="step",
             dynamic_ncols=True,
         )
-        for cb in callbacks:
+        for cb in active:
             cb.on_fit_start(state)
         try:
             with pyro.validation_enabled(False), parameters_managed(step.owners):
                 for epoch in range(start_epoch, epochs + 1):
                     state.epoch = epoch
-                    for cb in callbacks:
+                    for cb in active:
                         cb.on_epoch_start(state)
                     began = time.perf_counter()
                     train_loss = _train_epoch(
-                        state, batches, step, transform, callbacks, bar, last_good
+                        state, batches, step, transform, active, bar, last_good, group
                     )
-                    val_loss = _score(step, val_batches)
+                    if group is not None:  # running statistics: rank 0's, on every rank
+                        group.broadcast_(_buffers(step), "broadcasting the buffers")
+                    val_loss = _score(step, val_batches, group)
                     history = state.history
                     history.epoch.append(epoch)
                     history.loss.append(train_loss)
                     history.val_loss.append(val_loss)
                     history.seconds.append(time.perf_counter() - began)
-                    for cb in callbacks:
+                    for cb in active:
                         cb.on_epoch_end(state)
                     if ckpt_path is not None:
-                        ckpt.save(_snapshot(state, step, callbacks, shuffle_gen), ckpt_path)
+                        _save(ckpt_path, state, step, callbacks, shuffle_gen, group)
+                    if group is not None:  # early stopping decided on rank 0's view
+                        state.stop = bool(group.broadcast_int(int(state.stop)))
                     if state.stop:
                         break
         finally:
             bar.close()
-        for cb in callbacks:
+        for cb in active:
             cb.on_fit_end(state)
     # trained pyro.param values stay reachable after the fit, as with SVI
     keep: Any = {
@@ -319,8 +357,10 @@ def _restore(
     path: Path,
     step: Step,
     callbacks: list[Callback],
+    active: list[Callback],
     shuffle_gen: torch.Generator,
     state: FitState,
+    group: Group | None = None,
 ) -> None:
     assert step.structure is not None and step.optimizer is not None
     optimizers = [("optimizer", step.optimizer, "optimizer")]
@@ -332,8 +372,15 @@ def _restore(
         _load_optimizer(optimizer, saved, key, what, path)  # are if either does not match
     load_params(saved["params"], step.structure.params, path)
     for cb, cb_state in zip(callbacks, saved.get("callbacks", []), strict=False):
-        cb.load_state_dict(cb_state)
-    set_rng_state(saved["rng"], shuffle_gen)
+        if any(cb is a for a in active):
+            cb.load_state_dict(cb_state)
+    ranks = saved.get("rng_ranks", [])
+    if group is not None and len(ranks) == group.world_size:
+        set_rng_state(ranks[group.rank], shuffle_gen)  # each rank its own streams
+    else:
+        set_rng_state(saved["rng"], shuffle_gen)
+        if group is not None and group.rank > 0:  # another world size: fresh streams per rank
+            pyro.set_rng_seed(int(torch.randint(2**31, (), generator=shuffle_gen)) + group.rank)
     state.history = History.from_dict(saved["history"])
     state.global_step = int(saved["global_step"])
 
@@ -375,6 +422,56 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return bool(torch.equal(torch.as_tensor(a), torch.as_tensor(b)))
     return bool(a == b)
+
+
+def _save(
+    path: Path,
+    state: FitState,
+    step: Step,
+    callbacks: list[Callback],
+    shuffle_gen: torch.Generator,
+    group: Group | None,
+) -> None:
+    """Rank 0 writes the checkpoint (with every rank's RNG states); every rank learns whether
+    it could."""
+    if group is None:
+        ckpt.save(_snapshot(state, step, callbacks, shuffle_gen), path)
+        return
+    ranks = group.all_gather_object(rng_state(shuffle_gen), "gathering the RNG states")
+    error: BaseException | None = None
+    if group.is_main:
+        try:
+            ckpt.save({**_snapshot(state, step, callbacks, shuffle_gen), "rng_ranks": ranks}, path)
+        except CheckpointError as err:
+            error = err
+    group.agree(error, "writing the checkpoint")
+
+
+def _buffers(step: Step) -> list[torch.Tensor]:
+    """The floating-point tensors a checkpoint holds that no optimizer steps (running
+    statistics)."""
+    assert step.structure is not None
+    trainable = {id(p) for p in step.structure.trainable} | {
+        id(p) for p in step.adversary_trainable
+    }
+    return [
+        p
+        for p in step.structure.params.values()
+        if p.is_floating_point() and id(p) not in trainable
+    ]
+
+
+def _check_sharded_loader(data: Any) -> None:
+    """Under torch.distributed a DataLoader shards by itself, with equal batch counts."""
+    if not isinstance(data, DataLoader):
+        return
+    sampler = getattr(data.batch_sampler, "sampler", data.sampler)
+    if not isinstance(sampler, DistributedSampler):
+        raise ValueError(
+            "under torch.distributed a DataLoader must shard its dataset with "
+            "torch.utils.data.DistributedSampler (the same number of batches on every rank); "
+            "or pass tensors, which fit shards itself"
+        )
 
 
 def _snapshot(
@@ -430,11 +527,14 @@ def _train_epoch(
     callbacks: list[Callback],
     bar: Any,
     last_good: _LastGood,
+    group: Group | None = None,
 ) -> float:
     """One pass over the data; returns the mean training loss per datapoint. The step losses stay
     on the device and are read (summed, and checked for NaN or Inf, as are the parameters) every
     ``CHECK_EVERY`` steps; on a bad check the parameters go back to the last good ones and
-    :class:`TrainingDiverged` is raised."""
+    :class:`TrainingDiverged` is raised. Under torch.distributed the losses and batch sizes are
+    summed over the ranks at each check (one all-reduce), so every rank sees the global losses
+    and stops alike on a NaN."""
     for m in step.owners:
         m.train()
     total, count = 0.0, 0
@@ -442,8 +542,12 @@ def _train_epoch(
     sizes: list[int] = []
 
     def check(last_step: int) -> None:
-        nonlocal total, pending, sizes
+        nonlocal total, count, pending, sizes
         values = torch.stack(pending).double()
+        counts = torch.tensor(sizes, dtype=torch.float64)
+        if group is not None:
+            both = group.all_sum(torch.stack([values, counts.to(values.device)]))
+            values, counts = both[0], both[1].cpu()
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad) or not last_good.finite():
             first = (
@@ -461,8 +565,9 @@ def _train_epoch(
             )
         last_good.keep()
         total += float(values.sum())
+        count += int(counts.sum())
         if callbacks:
-            per_datapoint = (values.cpu() / torch.tensor(sizes, dtype=torch.float64)).tolist()
+            per_datapoint = (values.cpu() / counts).tolist()
             for cb in callbacks:
                 cb.on_step_losses(state, state.global_step - len(pending), per_datapoint)
         pending, sizes = [], []
@@ -476,7 +581,6 @@ def _train_epoch(
         batch = _transformed(batch, transform)
         pending.append(step.step(batch))
         sizes.append(batch["x"].shape[0])
-        count += sizes[-1]
         state.global_step += 1
         bar.update(1)
         if len(pending) == CHECK_EVERY:
@@ -488,8 +592,9 @@ def _train_epoch(
     return total / count
 
 
-def _score(step: Step, batches: Batches | None) -> float | None:
-    """The mean loss per datapoint over ``batches`` (no gradients, modules in eval mode)."""
+def _score(step: Step, batches: Batches | None, group: Group | None = None) -> float | None:
+    """The mean loss per datapoint over ``batches`` (no gradients, modules in eval mode); under
+    torch.distributed each rank scores its share and the sums are added up."""
     if batches is None:
         return None
     for m in step.owners:
@@ -501,4 +606,7 @@ def _score(step: Step, batches: Batches | None) -> float | None:
         count += batch["x"].shape[0]
     for m in step.owners:
         m.train()
+    if group is not None:
+        sums = group.all_sum(torch.tensor([total, count], dtype=torch.float64))
+        total, count = float(sums[0]), int(sums[1])
     return total / count

@@ -142,6 +142,10 @@ class Step:
         self.adversary_optimizer: torch.optim.Optimizer | None = None
         self.adversary: nn.Module | None = None
         self._inputs: tuple[str, ...] | None = None
+        #: ``(tensors, n)`` -> None: averages the gradients of summed losses over every rank's
+        #: datapoints (set by ``fit`` under torch.distributed); ``None``: divide by the batch size
+        self.reduce_gradients: Callable[[Sequence[torch.Tensor], int], None] | None = None
+        self.adversary_trainable: list[torch.Tensor] = []
 
     # ------------------------------------------------------------ setup
 
@@ -199,6 +203,7 @@ class Step:
             raise ValueError("the objective's adversary has no trainable parameters")
         self.adversary = module
         self.adversary_optimizer = make_optimizer(self.adversary_optim, trainable)
+        self.adversary_trainable = list[torch.Tensor](trainable)
 
     # ------------------------------------------------------------ steps
 
@@ -215,13 +220,21 @@ class Step:
 
     def step(self, batch: Batch) -> torch.Tensor:
         """One model step (and the adversary's steps) on ``batch``; returns the batch's summed
-        loss as a detached tensor, without reading it back to the host."""
+        loss as a detached tensor, without reading it back to the host.
+
+        With :attr:`reduce_gradients` set (data-parallel training, see
+        :mod:`pyro_vaes.train.distributed`), the gradients of the batch's *summed* loss are
+        handed to it with the batch's size, to be averaged over every rank's datapoints; a batch
+        of no rows (an empty shard) then takes part with no gradient of its own."""
         assert self.optimizer is not None and self.structure is not None, "call setup first"
         args, kwargs = call_args(batch)
         n = num_datapoints(batch)
-        if self.differentiable:
+        reduce = self.reduce_gradients
+        if reduce is not None and n == 0:
+            value = torch.zeros((), device=batch["x"].device)
+        elif self.differentiable:
             value = self.loss.differentiable_loss(self.model, self.guide, *args, **kwargs)
-            (value / n).backward()
+            (value if reduce is not None else value / n).backward()
             value = value.detach()
         else:
             # Gradients come back for the summed loss; rescale them rather than the log
@@ -230,16 +243,22 @@ class Step:
                 self.loss.loss_and_grads(self.model, self.guide, *args, **kwargs),
                 device=batch["x"].device,
             )
-            for p in self.structure.trainable:
-                if p.grad is not None:
-                    p.grad.div_(n)
+            if reduce is None:
+                for p in self.structure.trainable:
+                    if p.grad is not None:
+                        p.grad.div_(n)
+        if reduce is not None:
+            reduce(self.structure.trainable, n)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.adversary_optimizer is not None:
             for _ in range(self.adversary_steps):
                 self.adversary_optimizer.zero_grad(set_to_none=True)
-                adv = self.loss.adversary_loss(self.model, self.guide, *args, **kwargs)
-                (adv / n).backward()
+                if reduce is None or n > 0:
+                    adv = self.loss.adversary_loss(self.model, self.guide, *args, **kwargs)
+                    (adv if reduce is not None else adv / n).backward()
+                if reduce is not None:
+                    reduce(self.adversary_trainable, n)
                 self.adversary_optimizer.step()
             self.adversary_optimizer.zero_grad(set_to_none=True)
             self.optimizer.zero_grad(set_to_none=True)  # the adversary's loss reached the model

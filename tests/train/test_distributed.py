@@ -1,0 +1,245 @@
+"""Data-parallel fit on torch.distributed: 2 CPU processes on gloo, started by the tests.
+
+Each test spawns its workers (``multiprocessing`` spawn: fresh interpreters), which meet on a free
+local port and write what they found to files the test then compares.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+from torch.distributions import constraints
+
+import pyro_vaes as pv
+from pyro_vaes.train.callbacks import Callback
+from pyro_vaes.train.distributed import Distributed, DistributedError, shard_bounds
+
+D, K = 6, 2
+
+
+class AE(nn.Module):
+    """A deterministic autoencoder as a Pyro pair (Delta guide), with a ``pyro.param`` in the
+    parameter store: its gradients involve no noise, so data parallelism can be checked
+    exactly against one process."""
+
+    def __init__(self, stochastic: bool = False) -> None:
+        super().__init__()
+        self.enc = nn.Linear(D, 2 * K)
+        self.dec = nn.Linear(K, D)
+        self.stochastic = stochastic
+
+    def model(self, x: torch.Tensor) -> None:
+        scale = pyro.param("noise_scale", torch.ones(D), constraint=constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([K]).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(z), scale).to_event(1), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        loc, log_scale = self.enc(x).split(K, dim=-1)
+        with pyro.plate("data", x.shape[0]):
+            q = (
+                dist.Normal(loc, log_scale.exp()).to_event(1)
+                if self.stochastic
+                else dist.Delta(loc).to_event(1)
+            )
+            pyro.sample("z", q)
+
+
+def _data(n: int = 49) -> torch.Tensor:
+    return torch.randn(n, D, generator=torch.Generator().manual_seed(1))
+
+
+def _state(ae: AE) -> dict[str, torch.Tensor]:
+    out = {k: v.detach().clone() for k, v in ae.state_dict().items()}
+    out["noise_scale"] = pyro.param("noise_scale").detach().clone()
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _DieAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.at = step
+
+    def on_step_start(self, state: Any) -> None:
+        if state.global_step == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _worker(rank: int, world: int, port: int, job: str, out: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    folder = Path(out)
+    try:
+        result = _JOBS[job](rank, folder)
+        torch.save(result, folder / f"rank{rank}.pt")
+    except BaseException as err:  # reported to the test, which asserts on it
+        (folder / f"rank{rank}.error").write_text(
+            f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
+        )
+
+
+def _job_equal(rank: int, folder: Path) -> dict[str, Any]:
+    pyro.clear_param_store()
+    torch.manual_seed(10 + rank)  # different initial values: rank 0's are broadcast
+    ae = AE()
+    history = pv.fit(
+        ae.model, ae.guide, _data(), epochs=2, batch_size=4, seed=3, progress=False, device="cpu"
+    )
+    return {"params": _state(ae), "history": history.to_dict()}
+
+
+def _job_resume(rank: int, folder: Path) -> dict[str, Any]:
+    warnings.simplefilter("ignore")  # resume=True without a checkpoint yet
+    out = {}
+    for name, runs in (("straight", [3]), ("resumed", [1, 3])):
+        for i, epochs in enumerate(runs):
+            pyro.clear_param_store()
+            torch.manual_seed(100 + 7 * i)  # the resumed fit starts elsewhere: restored
+            ae = AE(stochastic=True)
+            pv.fit(
+                ae.model,
+                ae.guide,
+                _data(),
+                val_data=_data(9),
+                epochs=epochs,
+                batch_size=4,
+                seed=5,
+                progress=False,
+                device="cpu",
+                checkpoint_dir=folder / name,
+                resume=True,
+                distributed=Distributed(timeout=60),
+            )
+        out[name] = _state(ae)
+    return out
+
+
+def _job_die(rank: int, folder: Path) -> dict[str, Any]:
+    ae = AE()
+    began = time.monotonic()
+    try:
+        pv.fit(
+            ae.model,
+            ae.guide,
+            _data(4000),
+            epochs=50,
+            batch_size=4,
+            seed=0,
+            progress=False,
+            device="cpu",
+            callbacks=[_DieAt(30)] if rank == 1 else [],
+            distributed=Distributed(timeout=20),
+        )
+    except DistributedError as err:
+        return {"error": str(err), "seconds": time.monotonic() - began}
+    return {"error": None, "seconds": time.monotonic() - began}
+
+
+_JOBS = {"equal": _job_equal, "resume": _job_resume, "die": _job_die}
+
+
+def _launch(job: str, folder: Path, world: int = 2, timeout: float = 90) -> list[Any]:
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [
+        ctx.Process(target=_worker, args=(r, world, port, job, str(folder))) for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            pytest.fail(f"a worker of {job!r} did not finish within {timeout} s")
+    results = []
+    for r in range(world):
+        error = folder / f"rank{r}.error"
+        if error.exists():
+            pytest.fail(f"rank {r} failed: {error.read_text()}")
+        path = folder / f"rank{r}.pt"
+        results.append(torch.load(path, weights_only=False) if path.exists() else None)
+    return results
+
+
+def test_shards_are_contiguous_disjoint_and_cover():
+    for n in range(0, 12):
+        for world in (1, 2, 3, 5):
+            bounds = [shard_bounds(n, r, world) for r in range(world)]
+            assert [b[0] for b in bounds] == [0] + [b[1] for b in bounds[:-1]]
+            assert bounds[-1][1] == n
+            sizes = [b - a for a, b in bounds]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(tmp_path):
+    # 49 datapoints, global batch 8: a ragged last batch of one row, so rank 1's shard of it is
+    # empty; the parameter-store parameter and the module parameters are all averaged
+    rank0, rank1 = _launch("equal", tmp_path)
+    for k in rank0["params"]:
+        assert torch.equal(rank0["params"][k], rank1["params"][k]), k
+    assert rank0["history"]["loss"] == rank1["history"]["loss"]
+
+    pyro.clear_param_store()
+    torch.manual_seed(10)
+    ae = AE()
+    history = pv.fit(
+        ae.model, ae.guide, _data(), epochs=2, batch_size=8, seed=3, progress=False, device="cpu"
+    )
+    single = _state(ae)
+    for k, v in single.items():
+        assert torch.allclose(rank0["params"][k], v, rtol=0, atol=1e-6), (
+            k,
+            (rank0["params"][k] - v).abs().max(),
+        )
+    assert rank0["history"]["loss"] == pytest.approx(history.loss, rel=1e-6)
+    # and the fit did move the parameters: the comparison is not of initial values
+    torch.manual_seed(10)
+    assert not torch.allclose(AE().dec.weight, single["dec.weight"], atol=1e-3)
+
+
+def test_resumed_two_rank_run_is_bit_identical(tmp_path):
+    rank0, rank1 = _launch("resume", tmp_path)
+    for k in rank0["straight"]:
+        assert torch.equal(rank0["straight"][k], rank0["resumed"][k]), k
+        assert torch.equal(rank1["straight"][k], rank1["resumed"][k]), k
+        assert torch.equal(rank0["straight"][k], rank1["straight"][k]), k
+    saved = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 3 and len(saved["rng_ranks"]) == 2
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_killed_rank_stops_the_other_with_an_error_naming_it(tmp_path):
+    began = time.monotonic()
+    rank0, rank1 = _launch("die", tmp_path)
+    assert rank1 is None  # killed
+    assert rank0["error"] is not None, "rank 0 trained on without its peer"
+    assert rank0["error"].startswith(
+        "distributed training stopped on rank 0: rank(s) [1] of 2 stopped answering"
+    ), rank0["error"]
+    assert "averaging the gradients failed" in rank0["error"]
+    assert rank0["seconds"] < 25 and time.monotonic() - began < 60
