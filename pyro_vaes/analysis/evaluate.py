@@ -39,6 +39,7 @@ from pyro_vaes.data.batch import (
 )
 from pyro_vaes.models.base import parameters_managed
 from pyro_vaes.objectives.importance import log_weights, plate_layout
+from pyro_vaes.train.distributed import Group, active
 from pyro_vaes.train.step import check_int
 from pyro_vaes.train.structure import owners, scoring
 
@@ -81,11 +82,27 @@ class Evaluation:
         with scoring({"x": args[0]}):
             return plate_layout(self.model, self.guide, args, kwargs)
 
-    def batches(self, batch_size: int) -> Iterator[tuple[tuple, dict[str, torch.Tensor]]]:
-        """``(args, kwargs)`` of the model calls on consecutive batches, on the device."""
-        for start in range(0, self.size, batch_size):
-            part = select(self.data, slice(start, start + batch_size))
+    def batches(
+        self, batch_size: int, rows: tuple[int, int] | None = None
+    ) -> Iterator[tuple[tuple, dict[str, torch.Tensor]]]:
+        """``(args, kwargs)`` of the model calls on consecutive batches (of ``rows``
+        ``[start, stop)``, default all), on the device."""
+        lo, hi = rows if rows is not None else (0, self.size)
+        for start in range(lo, hi, batch_size):
+            part = select(self.data, slice(start, min(start + batch_size, hi)))
             yield call_args(to_device(part, self.device))
+
+    def shard(self, distributed: bool | None) -> tuple[Group | None, tuple[int, int]]:
+        """The process group to share the work with and this rank's rows: under
+        ``torch.distributed`` (``distributed=None``: when a group of several processes is
+        initialised; ``False``: never) each rank takes a contiguous share of at least one row;
+        otherwise all the rows."""
+        group = active() if distributed is not False else None
+        if distributed and group is None:
+            raise ValueError("distributed=True, but no torch.distributed group is initialised")
+        if group is None or self.size < group.world_size:
+            return None, (0, self.size)
+        return group, group.shard(self.size)
 
 
 @contextmanager
@@ -131,6 +148,7 @@ def scores(
     chunk_size: int = 100,
     batch_size: int = 100,
     progress: bool | None = None,
+    distributed: bool | None = None,
 ) -> Scores:
     """Importance-sampled log-likelihood, ELBO and reconstruction error of every datapoint, from
     the same ``num_samples`` draws of the guide per datapoint.
@@ -142,16 +160,23 @@ def scores(
     :param batch_size: datapoints evaluated at once.
     :param progress: show a progress bar; ``None`` (default): where standard error is a
         terminal.
+    :param distributed: under ``torch.distributed`` (``None``: whenever a group of several
+        processes is initialised, as under torchrun) every rank scores a contiguous share of the
+        data and every rank returns the scores of all of it, gathered in order. Each rank draws
+        with its own RNG, so the draws differ from one process's.
     """
     check_positive(num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size)
     out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     with evaluating(model, guide, data) as ev:
         model, guide = ev.model, ev.guide
         nesting, data_dim = ev.layout(batch_size)
-        total = math.ceil(ev.size / batch_size) * math.ceil(num_samples / chunk_size)
+        group, rows = ev.shard(distributed)
+        total = math.ceil((rows[1] - rows[0]) / batch_size) * math.ceil(num_samples / chunk_size)
         disable = None if progress is None else not progress  # None: tqdm asks the terminal
+        if group is not None and not group.is_main:
+            disable = True
         with tqdm(total=total, disable=disable, unit="chunk", desc="scoring") as bar:
-            for args, kwargs in ev.batches(batch_size):
+            for args, kwargs in ev.batches(batch_size, rows):
                 x = args[0]
                 lse = x.new_full((x.shape[0],), -math.inf)
                 sum_w = x.new_zeros(x.shape[0])
@@ -171,6 +196,8 @@ def scores(
                     )
                 )
     ll, el, rec = (torch.cat(parts) for parts in zip(*out, strict=True))
+    if group is not None:
+        ll, el, rec = (group.gather_rows(t, "gathering the scores") for t in (ll, el, rec))
     return Scores(ll, el, rec)
 
 

@@ -92,6 +92,7 @@ def posterior_predictive(
     batch_size: int = 100,
     prior: bool = True,
     progress: bool | None = None,
+    distributed: bool | None = None,
 ) -> az.InferenceData:
     """Posterior (and prior) predictive draws for every datapoint of ``data``; see the module
     docstring for the groups.
@@ -107,6 +108,9 @@ def posterior_predictive(
     :param prior: add the ``prior`` and ``prior_predictive`` groups.
     :param progress: show a progress bar over the batches; ``None`` (default): where standard
         error is a terminal.
+    :param distributed: under ``torch.distributed`` (``None``: whenever a group of several
+        processes is initialised) every rank draws for a contiguous share of the datapoints and
+        every rank returns the whole InferenceData, gathered in order.
     """
     check_positive(num_samples=num_samples, batch_size=batch_size)
     wanted = [latent] if isinstance(latent, str) else list(latent) if latent is not None else None
@@ -114,12 +118,13 @@ def posterior_predictive(
     with evaluating(model, guide, data) as ev:
         model, guide = ev.model, ev.guide
         nesting, data_dim = ev.layout(batch_size)
-        steps = math.ceil(ev.size / batch_size)
+        group, rows = ev.shard(distributed)
+        steps = math.ceil((rows[1] - rows[0]) / batch_size)
+        disable = None if progress is None else not progress
+        if group is not None and not group.is_main:
+            disable = True
         for args, kwargs in tqdm(
-            ev.batches(batch_size),
-            total=steps,
-            disable=None if progress is None else not progress,
-            unit="batch",
+            ev.batches(batch_size, rows), total=steps, disable=disable, unit="batch"
         ):
             x = args[0]
             n, b = num_samples, x.shape[0]
@@ -157,7 +162,11 @@ def posterior_predictive(
     assert wanted is not None
 
     def cat(key: str) -> np.ndarray:
-        return torch.cat(parts[key], dim=1).unsqueeze(0).numpy()  # leading chain dim
+        draws = torch.cat(parts[key], dim=1)  # (draw, datapoint, ...)
+        if group is not None:  # every rank's datapoints, in order
+            draws = group.gather_rows(draws.transpose(0, 1).contiguous(), f"gathering {key}")
+            draws = draws.transpose(0, 1)
+        return draws.unsqueeze(0).numpy()  # leading chain dim
 
     x_all = inputs.pop("x")
     event = tuple(x_all.shape[1:])

@@ -109,7 +109,25 @@ def _job_equal(rank: int, folder: Path) -> dict[str, Any]:
     history = pv.fit(
         ae.model, ae.guide, _data(), epochs=2, batch_size=4, seed=3, progress=False, device="cpu"
     )
-    return {"params": _state(ae), "history": history.to_dict()}
+    out = {"params": _state(ae), "history": history.to_dict()}
+    # an adversarial objective: each rank draws its own prior samples for the critic, so the
+    # critic's gradients differ by rank and only their average keeps the ranks in step
+    pyro.clear_param_store()
+    torch.manual_seed(20 + rank)
+    ae, loss = AE(), pv.objectives.AdversarialAE(K, hidden=(8,))
+    pv.fit(ae.model, ae.guide, _data(), loss=loss, epochs=1, batch_size=4, seed=4, progress=False)
+    out["adversary"] = {k: v.detach().clone() for k, v in loss.adversary.state_dict().items()}
+    out["adversary_model"] = _state(ae)
+    # sharded scoring, gathered on every rank (Delta guide: no noise in the weights)
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    ae = AE()
+    x = _data(9)
+    out["scores"] = pv.evaluate.scores(ae.model, ae.guide, x, 3, batch_size=2, progress=False)
+    idata = pv.posterior_predictive(ae.model, ae.guide, x, 4, batch_size=2, progress=False)
+    out["log_weight"] = torch.from_numpy(idata["sample_stats"]["log_weight"].values.copy())
+    out["z"] = torch.from_numpy(idata["posterior"]["z"].values.copy())
+    return out
 
 
 def _job_resume(rank: int, folder: Path) -> dict[str, Any]:
@@ -203,6 +221,25 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(tmp_path):
     for k in rank0["params"]:
         assert torch.equal(rank0["params"][k], rank1["params"][k]), k
     assert rank0["history"]["loss"] == rank1["history"]["loss"]
+
+    for part in ("adversary", "adversary_model"):
+        for k in rank0[part]:
+            assert torch.equal(rank0[part][k], rank1[part][k]), (part, k)
+
+    # scoring: each rank scored its share, every rank holds all of it, as one process has it
+    torch.manual_seed(0)
+    ae = AE()
+    x = _data(9)
+    single_scores = pv.evaluate.scores(ae.model, ae.guide, x, 3, batch_size=2, progress=False)
+    idata = pv.posterior_predictive(ae.model, ae.guide, x, 4, batch_size=2, progress=False)
+    for rank in (rank0, rank1):
+        for field in ("log_likelihood", "elbo", "reconstruction"):
+            got, want = getattr(rank["scores"], field), getattr(single_scores, field)
+            assert got.shape == (9,) and torch.allclose(got, want, rtol=1e-6, atol=1e-5), field
+        assert rank["z"].shape == (1, 4, 9, K)
+        want_w = torch.from_numpy(idata["sample_stats"]["log_weight"].values.copy())
+        assert torch.allclose(rank["log_weight"], want_w, rtol=1e-6, atol=1e-5)
+        assert torch.allclose(rank["z"], torch.from_numpy(idata["posterior"]["z"].values))
 
     pyro.clear_param_store()
     torch.manual_seed(10)
