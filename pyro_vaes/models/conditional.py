@@ -37,7 +37,7 @@ class ConditionalVAE(BaseModel):
       every trace of the label in :math:`x` passes through :math:`z`.
 
     Every datapoint needs a label (``-1``, missing, is refused); ``model(None, y)`` generates one
-    ``x`` per label, ``model(None)`` one per class.
+    ``x`` per label.
 
     :param encoder: ``x -> h`` (``features`` wide).
     :param decoder: codes of size ``latent_dim + num_classes`` (CVAE) or ``latent_dim`` (CMMA)
@@ -81,10 +81,8 @@ class ConditionalVAE(BaseModel):
 
     def labels(self, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor:
         """The labels of the batch, checked (on the CPU; a GPU check would synchronise every
-        step, and :func:`pyro_vaes.fit` checks the whole data before training); with neither
-        ``x`` nor ``y``, one of each class."""
-        if x is None and y is None:
-            return torch.arange(self.num_classes, device=self.prior.loc.device)
+        step, and :func:`pyro_vaes.fit` checks the whole data before training). Generating
+        needs them too: ``model(None, y)``."""
         rows = x.shape[0] if x is not None else None
         if y is None or y.device.type == "cpu":
             check_labels(y, self.num_classes, rows=rows, missing_allowed=False, who=self.who)

@@ -24,7 +24,7 @@ def test_every_variant_trains_with_its_objective_and_schedule(digits, name):
     before = [p.detach().clone() for p in model.parameters()]
     history = variant.fit(
         model,
-        digits.x_train[:400],
+        (digits.x_train[:400], digits.y_train[:400]),  # labels reach the models that take them
         epochs=1,
         batch_size=100,
         progress=False,
@@ -32,7 +32,8 @@ def test_every_variant_trains_with_its_objective_and_schedule(digits, name):
     assert math.isfinite(history.loss[-1])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     model.eval()
-    ll = pv.evaluate.log_likelihood(model.model, model.guide, digits.x_test[:20], 4)
+    test = (digits.x_test[:20], digits.y_test[:20])
+    ll = pv.evaluate.log_likelihood(model.model, model.guide, test, 4)
     assert torch.isfinite(ll).all()
 
 
@@ -56,12 +57,13 @@ def test_every_variant_runs_on_the_device(digits, name, device):
     variant = pv.variants.registry[name]
     small = {"components": 5} if "components" in variant.defaults else {}
     model = pv.variants.build(name, digits.shape, latent_dim=3, hidden=(32,), **small)
-    variant.fit(model, digits.x_train[:200], epochs=1, device=device, progress=False)
+    data = (digits.x_train[:200], digits.y_train[:200])
+    variant.fit(model, data, epochs=1, device=device, progress=False)
     assert all(p.device.type == device for p in model.parameters())
     model.eval()
-    x = digits.x_test[:10]
-    assert torch.isfinite(pv.evaluate.log_likelihood(model.model, model.guide, x, 3)).all()
-    idata = pv.posterior_predictive(model.model, model.guide, x, 2)  # msssim_vae: from its
+    x, y = digits.x_test[:10], digits.y_test[:10]
+    assert torch.isfinite(pv.evaluate.log_likelihood(model.model, model.guide, (x, y), 3)).all()
+    idata = pv.posterior_predictive(model.model, model.guide, (x, y), 2)  # msssim_vae: its
     assert idata["posterior_predictive"]["x"].shape[:3] == (1, 2, 10)  # likelihood part
     codes = model.encode(x.to(device))
     assert isinstance(model, GenerativeModel)

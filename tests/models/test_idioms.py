@@ -32,8 +32,8 @@ def test_plain_svi_trains_every_catalogue_model(name, digits):
     trainable = {k for k, v in model.named_parameters() if v.requires_grad}
     before = {k: v.detach().clone() for k, v in model.named_parameters() if k in trainable}
     svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
-    x = digits.x_train[:100]
-    losses = [svi.step(x) for _ in range(40)]
+    x, y = digits.x_train[:100], digits.y_train[:100]  # labels: for the conditional models
+    losses = [svi.step(x, y) for _ in range(40)]
     changed = {k: not torch.equal(v, before[k]) for k, v in model.named_parameters() if k in before}
     assert all(changed.values()), [k for k, c in changed.items() if not c]
     assert sum(losses[-5:]) < sum(losses[:5])
@@ -57,15 +57,16 @@ def test_two_models_never_share_parameters(digits):
 @pytest.mark.parametrize("name", NAMES)
 def test_prior_and_posterior_predictive_with_pyro_predictive(name, digits):
     model = _build(name, digits).eval()
-    prior = Predictive(model.model, num_samples=4)(None)
+    prior = Predictive(model.model, num_samples=4)(None, torch.tensor([3]))  # one, of label 3
     assert prior["x"].shape == (4, 1, *digits.shape)
-    assert all(site in prior for site in model.latent_sites)
-    x = digits.x_test[:6]
-    replicated = Predictive(poutine.uncondition(model.model), guide=model.guide, num_samples=3)(x)
+    assert all(site in prior or f"{site}_unobserved" in prior for site in model.latent_sites)
+    x, y = digits.x_test[:6], digits.y_test[:6]
+    uncond = poutine.uncondition(model.model)
+    replicated = Predictive(uncond, guide=model.guide, num_samples=3)(x, y)
     assert replicated["x"].shape == (3, 6, *digits.shape)
     assert not torch.equal(replicated["x"][0], x)
     # Predictive(model, guide=guide) keeps the observed data, as Pyro defines it
-    kept = Predictive(model.model, guide=model.guide, num_samples=2)(x)
+    kept = Predictive(model.model, guide=model.guide, num_samples=2)(x, y)
     assert torch.equal(kept["x"][0], x)
 
 
