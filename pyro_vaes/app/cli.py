@@ -28,7 +28,9 @@ from pyro_vaes.app.report import write_report
 from pyro_vaes.app.runs import BINARIZE, CONFIG, METRICS, RunFolderError
 from pyro_vaes.catalogue import variants
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
+from pyro_vaes.train import distributed
 from pyro_vaes.train.callbacks import Callback, FitState
+from pyro_vaes.train.distributed import DistributedError, Group
 from pyro_vaes.train.fit import resolve_device
 from pyro_vaes.train.loggers import CSVLogger, TensorBoard
 
@@ -38,6 +40,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     DataError,
     CheckpointError,
     TrainingDiverged,
+    DistributedError,
     ValueError,
     TypeError,
     OSError,
@@ -213,10 +216,81 @@ class _OnFitStart(Callback):
         self.begin()
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _join(device: str) -> Group | None:
+    """The process group when launched by torchrun (``WORLD_SIZE`` > 1), else ``None``."""
+    if not distributed.launched():
+        return None
+    return distributed.setup(None, device)
+
+
+def _run_folder(args: argparse.Namespace) -> Path:
     variant_name = args.variant or TRAIN_OPTIONS["variant"][1]
     data_name = args.data or TRAIN_OPTIONS["data"][1]
-    out = Path(args.out) if args.out is not None else Path("runs") / f"{variant_name}-{data_name}"
+    return Path(args.out) if args.out is not None else Path("runs") / f"{variant_name}-{data_name}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fit a variant and write its run folder. Under torchrun every rank trains, and rank 0
+    alone checks, locks and writes the folder: the others wait for its checks, take its
+    config, and write nothing."""
+    group = _join(args.device)
+    if group is not None and not group.is_main:
+        return _train_follower(args, group)
+    out = _run_folder(args)
+    if group is None:
+        return _train(args, out, None)
+    told = False
+
+    def checked(config: dict[str, Any]) -> None:  # every check has passed: the others start
+        nonlocal told
+        assert group is not None
+        told = True
+        group.agree(None, "checking the run")
+        group.broadcast_object(config, "broadcasting the run's config")
+
+    try:
+        code = _train(args, out, checked)
+    except Exception as err:  # the other ranks wait for the checks: tell them they failed
+        if not told:
+            group.agree(err, "checking the run")  # re-raises err
+        raise
+    distributed.finish(group)
+    return code
+
+
+def _train_follower(args: argparse.Namespace, group: Group) -> int:
+    """A rank other than 0 under torchrun: rank 0's checks and config, then the same fit and
+    scoring, writing nothing."""
+    group.agree(None, "checking the run")
+    config: dict[str, Any] = group.broadcast_object(None, "broadcasting the run's config")
+    out = _run_folder(args)
+    splits, transform = runs.prepare_data(config)
+    torch.manual_seed(config["seed"])
+    model: Any = variants.build(config["variant"], splits.shape, **config["options"])
+    variants.registry[config["variant"]].fit(
+        model,
+        (splits.x_train, splits.y_train),
+        optim=functools.partial(torch.optim.Adam, lr=config["lr"]),
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        device=args.device,
+        val_data=None if splits.x_val is None else (splits.x_val, splits.y_val),
+        transform=transform,
+        checkpoint_dir=out,
+        resume=args.resume,
+        seed=config["seed"],
+        progress=False,
+    )
+    model.eval()
+    test = (splits.x_test, splits.y_test)
+    evaluate.scores(model.model, model.guide, test, args.eval_samples or 500, progress=False)
+    distributed.finish(group)  # rank 0 writes the run's files meanwhile
+    return 0
+
+
+def _train(
+    args: argparse.Namespace, out: Path, checked: Callable[[dict[str, Any]], None] | None
+) -> int:
     # 1. checks that read only: the folder, the options, the device, the data, the model
     folder = runs.check_train_folder(out, resume=args.resume, overwrite=args.overwrite)
     saved = folder.config if args.resume else None
@@ -254,6 +328,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"--resume: the run's checkpoint is at epoch {epoch}, beyond --epochs "
                     f"{config['epochs']}; ask for at least {epoch}"
                 )
+        if checked is not None:  # under torchrun: the other ranks may start
+            checked(config)
 
         def begin() -> None:  # 3. every check has passed: write
             if args.overwrite:
@@ -302,12 +378,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a run on its test split; under torchrun every rank scores a share of it and
+    rank 0 prints the result."""
+    group = _join("cpu")
     config, model = runs.load_run(Path(args.run))
     if args.data_root:
         config["data_root"] = args.data_root
     splits, _ = runs.prepare_data(config)
     test = (splits.x_test, splits.y_test)
-    s = evaluate.scores(model.model, model.guide, test, args.num_samples, progress=not args.quiet)
+    main = group is None or group.is_main
+    s = evaluate.scores(
+        model.model, model.guide, test, args.num_samples, progress=not args.quiet and main
+    )
+    distributed.finish(group)
+    if not main:
+        return 0
     result = {
         "num_samples": args.num_samples,
         "log_likelihood": float(s.log_likelihood.mean()),

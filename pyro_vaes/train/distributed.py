@@ -48,6 +48,7 @@ __all__ = [
     "DistributedError",
     "Group",
     "active",
+    "finish",
     "launched",
     "setup",
     "shard_bounds",
@@ -177,6 +178,15 @@ def setup(distributed: bool | Distributed | None, device: str | torch.device) ->
     return Group(rank, world, dev, timeout=cfg.timeout)
 
 
+def finish(group: Group | None) -> None:
+    """Leave the process group together: a barrier, then its destruction, so no rank tears
+    its connections down while another still talks over them."""
+    if group is None or not dist.is_initialized():
+        return
+    group.barrier("finishing")
+    _destroy()
+
+
 def _destroy() -> None:
     if dist.is_initialized():
         with contextlib.suppress(Exception):  # best effort at exit
@@ -298,6 +308,13 @@ class Group:
         with self.guarded(what):
             dist.all_gather_object(out, obj)
         return out
+
+    def broadcast_object(self, obj: Any, what: str = "broadcasting") -> Any:
+        """Rank 0's ``obj`` (picklable) on every rank."""
+        box: list[Any] = [obj]
+        with self.guarded(what):
+            dist.broadcast_object_list(box, 0)
+        return box[0]
 
     def barrier(self, what: str = "the barrier") -> None:
         """Wait for every rank; on gloo a monitored barrier, which names a rank that does not

@@ -6,10 +6,13 @@ local port and write what they found to files the test then compares.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import traceback
 import warnings
@@ -24,6 +27,8 @@ from torch import nn
 from torch.distributions import constraints
 
 import pyro_vaes as pv
+import pyro_vaes.app.cli
+import pyro_vaes.app.runs
 from pyro_vaes.train.callbacks import Callback
 from pyro_vaes.train.distributed import Distributed, DistributedError, shard_bounds
 
@@ -280,3 +285,56 @@ def test_a_killed_rank_stops_the_other_with_an_error_naming_it(tmp_path):
     ), rank0["error"]
     assert "averaging the gradients failed" in rank0["error"]
     assert rank0["seconds"] < 25 and time.monotonic() - began < 60
+
+
+def _torchrun(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    command += [f"--master_port={_free_port()}", "-m", "pyro_vaes", *args]
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+_TRAIN = ["train", "--data", "digits", "--batch-size", "50", "--hidden", "32"]
+_TRAIN += ["--latent-dim", "2", "--eval-samples", "5", "--out", "run", "--quiet"]
+
+
+def test_cli_under_torchrun_trains_and_evaluate_reads_its_run(tmp_path, capsys):
+    done = _torchrun([*_TRAIN, "--epochs", "2"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run written to run") == 1  # rank 0 alone reports
+    run = tmp_path / "run"
+    files = sorted(p.name for p in run.iterdir())
+    assert files == [
+        "checkpoint.pt",
+        "config.json",
+        "loss.png",
+        "metrics.json",
+        "reconstructions.png",
+        "samples.png",
+    ]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["history"]["epoch"] == [1, 2]
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 2 and len(saved["rng_ranks"]) == 2
+    # 50 images a rank: steps of 100 images
+    config = json.loads((run / "config.json").read_text())
+    n = len(pv.app.runs.prepare_data(config)[0].x_train)
+    assert saved["global_step"] == 2 * -(-n // 100)
+
+    assert pv.app.cli.main(["evaluate", str(run), "--num-samples", "5", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_samples"] == 5
+    assert abs(result["log_likelihood"] - metrics["test"]["log_likelihood"]) < 2.0
+
+
+def test_cli_under_torchrun_a_failed_check_on_rank_0_stops_every_rank(tmp_path):
+    done = _torchrun([*_TRAIN, "--epochs", "2", "--resume"], tmp_path)
+    assert done.returncode != 0
+    assert "pyro-vaes: error: --resume: run holds no run to resume" in done.stderr
+    assert (
+        "pyro-vaes: error: rank 0 failed checking the run: RunFolderError: --resume: run holds "
+        "no run to resume" in done.stderr
+    )
+    assert not (tmp_path / "run").exists()
