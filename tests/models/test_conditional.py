@@ -155,23 +155,35 @@ def test_conditional_log_likelihood_is_below_the_exact_bound_and_models_generate
     assert pyro.infer.Predictive(m2.model, num_samples=4)(None)["x"].shape == (4, 1, 1, 8, 8)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["cvae"])
-def test_conditional_samples_are_of_the_asked_label(digits, name):
-    """For every label, >= 90% of 100 conditional samples are classified as that label by the
-    project's classifier trained on the real digits. The samples are the likelihood's means
-    (pixel probabilities, images in [0, 1] like the digits' intensities) at codes drawn from
-    p(z | y); the model is fitted to the binarised digits."""
+def label_shares(digits, name, epochs):
+    """The share of 100 conditional samples of each label that the project's classifier, trained
+    on the real digits, assigns to that label. The samples are the likelihood's means (pixel
+    probabilities, in [0, 1] like the digits' intensities) at codes drawn from p(z | y); the
+    model is fitted to the binarised digits."""
     raw = pv.data.load("digits")
     clf = pv.classifier.train_classifier(raw.x_train, raw.y_train, epochs=10)
     assert pv.classifier.accuracy(clf, raw.x_test, raw.y_test) >= 0.97
     torch.manual_seed(0)
     model = pv.variants.build(name, digits.shape, latent_dim=4, hidden=(256,))
     pv.variants.registry[name].fit(
-        model, (digits.x_train, digits.y_train), epochs=100, seed=0, progress=False
+        model, (digits.x_train, digits.y_train), epochs=epochs, seed=0, progress=False
     )
     model.eval()
     torch.manual_seed(1)
-    for label in range(K):
-        share = float((clf.predict(model.sample(100, label)) == label).float().mean())
-        assert share >= 0.9, (label, share)
+    return [float((clf.predict(model.sample(100, k)) == k).float().mean()) for k in range(K)]
+
+
+@pytest.mark.slow
+def test_cvae_samples_are_of_the_asked_label(digits):
+    """For every label, >= 90% of the CVAE's conditional samples are classified as that label."""
+    shares = label_shares(digits, "cvae", 100)
+    assert min(shares) >= 0.9, shares
+
+
+@pytest.mark.slow
+def test_cmma_samples_carry_the_label_through_z_alone(digits):
+    """The CMMA's decoder never sees y: its samples show the label only as far as the class
+    priors p(z | y) have separated, which takes longer than the CVAE's direct route. After 100
+    epochs every label is well above chance (0.1); the README gives the shares after 300."""
+    shares = label_shares(digits, "cmma", 100)
+    assert min(shares) >= 0.4 and sum(shares) / K >= 0.55, shares
