@@ -34,7 +34,7 @@ import contextlib
 import datetime
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -400,15 +400,3 @@ def _buckets(params: list[torch.Tensor], limit: int) -> Iterator[list[torch.Tens
         size += nbytes
     if bucket:
         yield bucket
-
-
-def run_sharded(
-    n: int, score: Callable[[int, int], torch.Tensor], group: Group | None = None
-) -> torch.Tensor:
-    """``score(start, stop)`` over this rank's rows of ``n``, gathered from every rank in order;
-    ``score(0, n)`` without a process group."""
-    group = group if group is not None else active()
-    if group is None:
-        return score(0, n)
-    start, stop = group.shard(n)
-    return group.gather_rows(score(start, stop))

@@ -338,3 +338,45 @@ def test_cli_under_torchrun_a_failed_check_on_rank_0_stops_every_rank(tmp_path):
         "no run to resume" in done.stderr
     )
     assert not (tmp_path / "run").exists()
+
+
+def _job_cuda(rank: int, folder: Path) -> dict[str, Any]:
+    pyro.clear_param_store()
+    torch.manual_seed(10 + rank)
+    ae = AE()
+    world = int(os.environ["WORLD_SIZE"])
+    history = pv.fit(
+        ae.model,
+        ae.guide,
+        _data(),
+        epochs=2,
+        batch_size=8 // world,
+        seed=3,
+        progress=False,
+        device="auto",  # the local rank's GPU
+        distributed=Distributed(timeout=60),
+    )
+    assert next(ae.parameters()).device == torch.device("cuda", rank)
+    assert torch.distributed.get_backend() == "nccl"
+    return {"params": {k: v.cpu() for k, v in _state(ae).items()}, "loss": history.loss}
+
+
+_JOBS["cuda"] = _job_cuda
+
+
+@pytest.mark.cuda
+def test_nccl_ranks_on_gpus_equal_one_process(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    world = min(torch.cuda.device_count(), 2)  # one GPU: a group of one rank on nccl
+    results = _launch("cuda", tmp_path, world=world, timeout=180)
+    pyro.clear_param_store()
+    torch.manual_seed(10)
+    ae = AE()
+    history = pv.fit(
+        ae.model, ae.guide, _data(), epochs=2, batch_size=8, seed=3, progress=False, device="cuda"
+    )
+    for k, v in _state(ae).items():
+        for r in results:
+            assert torch.allclose(r["params"][k], v.cpu(), rtol=0, atol=1e-5), k
+    assert results[0]["loss"] == pytest.approx(history.loss, rel=1e-5)
