@@ -31,6 +31,7 @@ __all__ = [
     "Adversarial",
     "Differentiable",
     "GenerativeModel",
+    "Labelled",
     "Likelihood",
     "NeedsDatasetSize",
     "Objective",
@@ -133,3 +134,28 @@ class GenerativeModel(Protocol):
     def sample(self, n: int) -> torch.Tensor: ...
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Labelled(Protocol):
+    """A model that takes labels ``y``: integer classes ``0 .. num_classes - 1`` per datapoint,
+    ``-1`` for a missing one (where ``missing_labels`` allows it). It generates, decodes and
+    reconstructs given labels, and checks a dataset's labels before training
+    (:func:`pyro_vaes.fit` calls :meth:`check_labels` on every batch of the data first)."""
+
+    num_classes: int
+    missing_labels: bool
+
+    def check_labels(self, y: torch.Tensor | None, rows: int, offset: int = 0) -> None:
+        """:raises pyro_vaes.errors.DataError: naming the first bad label (its index plus
+        ``offset``), labels that are missing where the model needs them, or a ``y`` with
+        another number of rows than ``rows``."""
+        ...
+
+    def sample(self, n: int, y: torch.Tensor | int | None = None) -> torch.Tensor: ...
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def decode(self, code: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...

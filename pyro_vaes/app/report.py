@@ -36,6 +36,7 @@ from pyro_vaes.app.runs import RunFolderError, load_run, prepare_data
 from pyro_vaes.catalogue import variants
 from pyro_vaes.data import Splits, batches
 from pyro_vaes.distributions import geometry
+from pyro_vaes.protocols import Labelled
 from pyro_vaes.train.callbacks import History
 
 __all__ = [
@@ -253,16 +254,45 @@ def latent_summary(idata: az.InferenceData, active: float = 0.01) -> pd.DataFram
 
 
 @torch.no_grad()
-def _codes(model: Any, x: torch.Tensor) -> torch.Tensor:
+def _codes(model: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The codes of ``x`` (given the labels ``y`` for a :class:`Labelled` model)."""
+    if isinstance(model, Labelled):
+        return torch.cat(
+            [model.encode(a, b) for a, b in zip(batches(x, 500), batches(y, 500), strict=True)]
+        )
     return torch.cat([model.encode(b) for b in batches(x, 500)])
+
+
+def _label_samples(model: Labelled, page: _Page, per_label: int = 10) -> None:
+    """A grid with one row per label: ``per_label`` samples of each."""
+    k = model.num_classes
+    labels = torch.arange(k).repeat_interleave(per_label)
+    page.figure(
+        plots.save_image_grid(
+            model.sample(len(labels), labels),
+            page.out / "samples_by_label.png",
+            ncol=per_label,
+            row_labels=[f"y={j}" for j in range(k)],
+            ylabel="label",
+        ),
+        f"{per_label} samples of each label (row y=k: decoded draws given the label k)",
+        wide=True,
+    )
 
 
 def _image_pictures(model: Any, splits: Splits, page: _Page) -> None:
     out, x = page.out, splits.x_test
     geo = model.geometry
+    labelled = isinstance(model, Labelled)
     page.heading("Samples and reconstructions")
-    page.figure(plots.save_image_grid(model.sample(64), out / "samples.png"), "samples from p(z)")
-    both = torch.cat([x[:16], model.reconstruct(x[:16])])
+    if labelled:
+        _label_samples(model, page)
+    else:
+        page.figure(
+            plots.save_image_grid(model.sample(64), out / "samples.png"), "samples from p(z)"
+        )
+    rec = model.reconstruct(x[:16], splits.y_test[:16]) if labelled else model.reconstruct(x[:16])
+    both = torch.cat([x[:16], rec])
     page.figure(
         plots.save_image_grid(
             both,
@@ -272,14 +302,17 @@ def _image_pictures(model: Any, splits: Splits, page: _Page) -> None:
         ),
         "16 test images (top two rows) and their reconstructions (bottom two rows)",
     )
-    z = _codes(model, x[:8])
+    z = _codes(model, x[:8], splits.y_test[:8])
     dims = min(z.shape[1], 10)
     values = torch.linspace(-2.5, 2.5, 9)
     walk = geometry.traverse(geo, z[0], values)[:dims]  # (dims, 9, d)
     page.heading("Latent traversals and interpolations")
+    codes = walk.reshape(-1, z.shape[1])
     page.figure(
         plots.save_image_grid(
-            model.decode(walk.reshape(-1, z.shape[1])),
+            model.decode(codes, splits.y_test[0].expand(len(codes)))  # the image's label
+            if labelled
+            else model.decode(codes),
             out / "traversals.png",
             ncol=9,
             row_labels=[f"z[{j}]" for j in range(dims)],
@@ -293,9 +326,10 @@ def _image_pictures(model: Any, splits: Splits, page: _Page) -> None:
     )
     steps = torch.linspace(0.0, 1.0, 10)
     path = torch.cat([geometry.interpolate(geo, z[2 * i], z[2 * i + 1], 10) for i in range(4)])
+    pairs = splits.y_test[:8:2].repeat_interleave(10)  # conditional: the first image's label
     page.figure(
         plots.save_image_grid(
-            model.decode(path),
+            model.decode(path, pairs) if labelled else model.decode(path),
             out / "interpolations.png",
             ncol=10,
             row_labels=[f"pair {i + 1}" for i in range(4)],
@@ -332,7 +366,7 @@ def _checks(
     x, y = splits.x_test[:num_points], splits.y_test[:num_points]
     page.heading("Latent codes")
     page.figure(
-        plots.latent_scatter(_codes(model, x), y, out / "latent.png", "test codes by label"),
+        plots.latent_scatter(_codes(model, x, y), y, out / "latent.png", "test codes by label"),
         "posterior mean codes of the test data",
     )
     page.heading("Posterior predictive checks")

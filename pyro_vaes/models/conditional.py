@@ -75,17 +75,24 @@ class ConditionalVAE(BaseModel):
         self.decoder_sees_y = decoder_sees_y
         self.decoder = ConditionedDecoder(decoder, num_classes) if decoder_sees_y else decoder
 
+    #: every datapoint needs its label (:class:`~pyro_vaes.protocols.Labelled`)
+    missing_labels = False
+
     @property
     def who(self) -> str:
         return "cvae" if self.decoder_sees_y else "cmma"
+
+    def check_labels(self, y: torch.Tensor | None, rows: int | None, offset: int = 0) -> None:
+        """See :class:`~pyro_vaes.protocols.Labelled`."""
+        check_labels(y, self.num_classes, rows=rows, missing_allowed=False, who=self.who,
+                     offset=offset)  # fmt: skip
 
     def labels(self, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor:
         """The labels of the batch, checked (on the CPU; a GPU check would synchronise every
         step, and :func:`pyro_vaes.fit` checks the whole data before training). Generating
         needs them too: ``model(None, y)``."""
-        rows = x.shape[0] if x is not None else None
         if y is None or y.device.type == "cpu":
-            check_labels(y, self.num_classes, rows=rows, missing_allowed=False, who=self.who)
+            self.check_labels(y, x.shape[0] if x is not None else None)
         assert y is not None
         return y
 
@@ -147,7 +154,7 @@ class ConditionalVAE(BaseModel):
             labels = torch.full((n,), y, device=device)
         else:
             labels = y.to(device)
-        check_labels(labels.cpu(), self.num_classes, rows=n, missing_allowed=False, who=self.who)
+        self.check_labels(labels.cpu(), n)
         z = self.prior(labels).sample()
         return self.decode(z, labels)
 

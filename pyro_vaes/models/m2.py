@@ -90,6 +90,15 @@ class M2(BaseModel):
         self.decoder = ConditionedDecoder(decoder, num_classes)
         self.posterior, self.likelihood = posterior, likelihood
 
+    #: labels may be missing (``-1``) (:class:`~pyro_vaes.protocols.Labelled`)
+    missing_labels = True
+
+    def check_labels(self, y: torch.Tensor | None, rows: int | None, offset: int = 0) -> None:
+        """See :class:`~pyro_vaes.protocols.Labelled` (no labels at all: every one missing)."""
+        if y is not None:
+            check_labels(y, self.num_classes, rows=rows, missing_allowed=True, who="m2",
+                         offset=offset)  # fmt: skip
+
     def labels(self, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor:
         """The batch's labels (``-1`` where missing), checked on the CPU."""
         rows = x.shape[0] if x is not None else y.shape[0] if y is not None else 1
@@ -97,7 +106,7 @@ class M2(BaseModel):
             device = next(self.parameters()).device
             return torch.full((rows,), MISSING, dtype=torch.long, device=device)
         if y.device.type == "cpu":
-            check_labels(y, self.num_classes, rows=rows, missing_allowed=True, who="m2")
+            self.check_labels(y, rows)
         return y
 
     def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
@@ -153,10 +162,16 @@ class M2(BaseModel):
         """The most probable label of each datapoint under :math:`q_\\phi(y \\mid x)`."""
         return self.classifier(x).argmax(-1)
 
+    def _label(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """``y`` where known, else the predicted label."""
+        guess = self.predict(x)
+        return guess if y is None else torch.where(y != MISSING, y, guess)
+
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The style code: the mean of :math:`q(z \\mid x, \\hat y)` at the predicted label."""
-        return self.q_z(x, self.predict(x)).mean
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The style code: the mean of :math:`q(z \\mid x, y)` at the label (the predicted one
+        where ``y`` is missing or not given)."""
+        return self.q_z(x, self._label(x, y)).mean
 
     @torch.no_grad()
     def decode(self, code: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -180,7 +195,8 @@ class M2(BaseModel):
         return self.decode(torch.randn(n, self.latent_dim, device=device), labels)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Each datapoint decoded at its style code and predicted label."""
-        label = self.predict(x)
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Each datapoint decoded at its style code and label (the predicted one where ``y`` is
+        missing or not given)."""
+        label = self._label(x, y)
         return self.decode(self.q_z(x, label).mean, label)

@@ -266,10 +266,10 @@ class Step:
 
     @torch.no_grad()
     def value(self, batch: Batch) -> torch.Tensor:
-        """The batch's summed loss, without gradients or a step."""
+        """The batch's summed loss, without gradients or a step: the objective's ``loss`` (a
+        float: Pyro's ``differentiable_loss`` refuses to run without gradients for some ELBOs,
+        ``TraceEnum_ELBO`` among them; this runs once per validation batch, not per step)."""
         args, kwargs = call_args(batch)
-        if self.differentiable:
-            return self.loss.differentiable_loss(self.model, self.guide, *args, **kwargs).detach()
         return torch.as_tensor(
             self.loss.loss(self.model, self.guide, *args, **kwargs), device=batch["x"].device
         )

@@ -216,3 +216,19 @@ def test_report_for_models_with_other_and_several_latent_sites(
     idata = az.from_netcdf(str(run / "report" / "predictive.nc"))
     assert sorted(idata["posterior"].data_vars) == sorted(latents)
     assert idata["posterior"][latents[0]].dims[:3] == ("chain", "draw", "datapoint")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["cvae", "m2"])
+def test_report_of_a_conditional_run_shows_samples_of_each_label(tmp_path: Path, variant: str):
+    from PIL import Image
+
+    run = tmp_path / variant
+    args = ["train", "--variant", variant, "--epochs", "1", "--hidden", "32", "--latent-dim"]
+    assert cli.main([*args, "2", "--eval-samples", "5", "--out", str(run), "--quiet"]) == 0
+    argv = ["report", str(run), "--num-samples", "5", "--num-points", "20"]
+    assert cli.main([*argv, "--classifier-epochs", "0", "--quiet"]) == 0
+    page = (run / "report" / "index.html").read_text()
+    assert "samples_by_label.png" in page and "samples.png" not in page
+    grid = Image.open(run / "report" / "samples_by_label.png")
+    assert grid.height > grid.width * 0.8  # ten rows of ten: about square, with its labels
