@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from pyro_vaes.data.batch import Batch, check_batch, iterate, num_datapoints
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
 from pyro_vaes.models.base import parameters_managed
+from pyro_vaes.protocols import Labelled
 from pyro_vaes.train import checkpoint as ckpt
 from pyro_vaes.train.batches import Batches, prepare
 from pyro_vaes.train.callbacks import Callback, FitState, History
@@ -166,6 +167,7 @@ def fit(
     if batches.steps == 0:
         raise DataError("data is empty")
 
+    _check_labels(batches, val_batches, step.owners)
     store = pyro.get_param_store()
     with store.scope() as private:
         first = _transformed(batches.first(), transform)
@@ -329,6 +331,35 @@ def _check_data(
             pyro.validation_enabled(False),
         ):
             step.value(first)
+
+
+def _check_labels(batches: Batches, val_batches: Batches | None, models: list[Any]) -> None:
+    """The labels of all the data, for models that take them
+    (:class:`~pyro_vaes.protocols.Labelled`), before anything runs: each bad label named by
+    its index in the dataset. An unsized stream's labels are checked by the model batch by
+    batch as they come."""
+    labelled = [m for m in models if isinstance(m, Labelled)]
+    for bs in (batches, val_batches) if labelled else ():
+        if bs is None:
+            continue
+        if isinstance(bs.data, dict):
+            parts: Iterable[Batch] = [bs.data]
+        elif _sized(bs.data.dataset):
+            parts = iterate(
+                DataLoader(bs.data.dataset, batch_size=1024, collate_fn=bs.data.collate_fn),
+                bs.name,
+            )
+        else:
+            continue
+        offset = 0
+        for part in parts:
+            y, rows = part.get("y"), num_datapoints(part)
+            for model in labelled:
+                try:
+                    model.check_labels(None if y is None else y.cpu(), rows, offset)
+                except DataError as err:
+                    raise DataError(f"{bs.name}: {err}") from None
+            offset += rows
 
 
 def _sized(dataset: Any) -> bool:

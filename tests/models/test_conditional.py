@@ -11,6 +11,7 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 import pyro_vaes as pv
+from pyro_vaes.errors import DataError
 
 K = 10
 
@@ -187,3 +188,32 @@ def test_cmma_samples_carry_the_label_through_z_alone(digits):
     epochs every label is well above chance (0.1); the README gives the shares after 300."""
     shares = label_shares(digits, "cmma", 100)
     assert min(shares) >= 0.4 and sum(shares) / K >= 0.55, shares
+
+
+@pytest.mark.parametrize("name", ["cvae", "cmma", "m2"])
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (lambda y: torch.where(y == 4, 10, y), "label 10 at index .* outside the 10 classes"),
+        (lambda y: y[:-3], r"input 'y' has shape \(1434,\), but x has 1437 rows"),
+        (lambda y: y.float(), "integer class indices"),
+    ],
+)
+def test_bad_labels_are_named_before_training(digits, name, labels, message):
+    model = build(name, digits)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(DataError, match=message):
+        pv.fit(model.model, model.guide, (digits.x_train, labels(digits.y_train)),
+               loss=pv.variants.registry[name].loss(), epochs=1, progress=False)  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", ["cvae", "cmma"])
+def test_missing_labels_are_refused_where_the_model_needs_them(digits, name):
+    model = build(name, digits)
+    y = digits.y_train.clone()
+    y[700] = -1
+    with pytest.raises(DataError, match=r"needs a label for every datapoint: 1 missing .* 700"):
+        pv.fit(model.model, model.guide, (digits.x_train, y), epochs=1, progress=False)
+    with pytest.raises(DataError, match="needs labels y"):
+        pv.fit(model.model, model.guide, digits.x_train, epochs=1, progress=False)
