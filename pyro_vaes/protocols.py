@@ -36,6 +36,7 @@ __all__ = [
     "NeedsDatasetSize",
     "Objective",
     "Posterior",
+    "Predicts",
     "Prior",
 ]
 
@@ -159,3 +160,11 @@ class Labelled(Protocol):
     def decode(self, code: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
 
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Predicts(Protocol):
+    """A model that is also a classifier (M2): ``predict(x)`` is the most probable label of each
+    datapoint; ``evaluate`` and ``train`` report its test accuracy."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor: ...

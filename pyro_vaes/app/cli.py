@@ -28,6 +28,7 @@ from pyro_vaes.app.report import write_report
 from pyro_vaes.app.runs import BINARIZE, CONFIG, METRICS, RunFolderError
 from pyro_vaes.catalogue import variants
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
+from pyro_vaes.protocols import Labelled, Predicts
 from pyro_vaes.train import distributed
 from pyro_vaes.train.callbacks import Callback, FitState
 from pyro_vaes.train.distributed import DistributedError, Group
@@ -300,6 +301,8 @@ def _train(
     _check_device(args.device)
     splits, transform = runs.prepare_data(config)
     config["data_shape"] = list(splits.shape)
+    if "num_classes" in variants.registry[config["variant"]].defaults:  # from the data's labels
+        config["options"]["num_classes"] = int(max(splits.y_train.max(), splits.y_test.max())) + 1
     if saved is not None and saved["data_shape"] != config["data_shape"]:
         raise RunFolderError(
             f"--resume: the data are shaped {config['data_shape']}, the run's "
@@ -362,6 +365,7 @@ def _train(
                 "log_likelihood": float(s.log_likelihood.mean()),
                 "elbo": float(s.elbo.mean()),
                 "reconstruction": float(s.reconstruction.mean()),
+                **_accuracy(model, splits),
             },
         }
         runs.write_json(out / METRICS, metrics)
@@ -398,9 +402,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "log_likelihood": float(s.log_likelihood.mean()),
         "elbo": float(s.elbo.mean()),
         "reconstruction": float(s.reconstruction.mean()),
+        **_accuracy(model, splits),
     }
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _accuracy(model: Any, splits: data.Splits) -> dict[str, float]:
+    """``{"accuracy": ...}`` on the test split for a model that classifies (M2), else ``{}``."""
+    if not isinstance(model, Predicts):
+        return {}
+    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else None
+    batches = data.batches(splits.x_test, 1000)
+    predicted = torch.cat([model.predict(x.to(device)).cpu() for x in batches])
+    return {"accuracy": float((predicted == splits.y_test).float().mean())}
 
 
 _SAMPLES = re.compile(r"samples-(\d+)\.png")
@@ -453,7 +468,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
     target = _sample_target(run, args.out, args.overwrite)
     _, model = runs.load_run(run)
     torch.manual_seed(args.seed)
-    images = model.sample(args.n)
+    title, rows = f"{args.n} samples", None
+    if isinstance(model, Labelled):
+        k = model.num_classes
+        if args.label is not None and not 0 <= args.label < k:
+            raise ValueError(f"--label {args.label}: {run} has the labels 0..{k - 1}")
+        if args.label is not None:
+            images, title = (
+                model.sample(args.n, args.label),
+                f"{args.n} samples of label {args.label}",
+            )
+        else:  # one row per label
+            per = max(1, args.n // k)
+            images = model.sample(per * k, torch.arange(k).repeat_interleave(per))
+            title, rows = f"{per} samples of each label", [f"y={j}" for j in range(k)]
+    elif args.label is not None:
+        raise ValueError(
+            f"--label {args.label}: {run}'s variant {config['variant']!r} takes no labels "
+            "(the conditional variants: cvae, cmma, m2)"
+        )
+    else:
+        images = model.sample(args.n)
     if target is None:
         path, claimed = _claim_samples_file(run), True
     else:
@@ -463,7 +498,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not claimed and not args.overwrite:  # created since the check
             raise RunFolderError(f"--out {path} exists; pass --overwrite to replace it")
     try:
-        plots.save_image_grid(images, path, f"{args.n} samples")
+        ncol = len(images) // len(rows) if rows else None
+        plots.save_image_grid(images, path, title, ncol, row_labels=rows)
     except BaseException:
         if claimed:
             path.unlink(missing_ok=True)
@@ -646,6 +682,13 @@ def parser() -> argparse.ArgumentParser:
         "-n", type=_positive_int, default=64, help="number of samples (default: %(default)s)"
     )
     s.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
+    s.add_argument(
+        "--label",
+        type=_non_negative_int,
+        default=None,
+        help="for a conditional run (cvae, cmma, m2): draw samples of this label (default: a "
+        "grid with one row per label, -n split among them)",
+    )
     s.add_argument(
         "--out",
         default=None,

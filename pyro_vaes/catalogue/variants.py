@@ -466,11 +466,13 @@ register(
     "conditional VAE: q(z|x,y), a learned prior p(z|y), p(x|z,y); sample by label",
     "Sohn et al. 2015, Learning Structured Output Representation using Deep Conditional "
     "Generative Models",
+    num_classes=10,
 )(_conditional)
 register(
     "cmma",
     "conditional multimodal autoencoder: p(z|y), q(z|x,y), and a decoder p(x|z) that never sees y",
     "Pandey & Dukkipati 2016, Variational methods for Conditional Multimodal Deep Learning",
+    num_classes=10,
     decoder_sees_y=False,
 )(_conditional)
 
@@ -508,4 +510,5 @@ register(
     "(TraceEnum_ELBO) where missing (-1), plus alpha log q(y|x) on labelled data (alpha=50)",
     "Kingma et al. 2014, Semi-Supervised Learning with Deep Generative Models",
     objective=lambda: TraceEnum_ELBO(max_plate_nesting=1),
+    num_classes=10,
 )(_m2)

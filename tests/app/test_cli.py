@@ -121,3 +121,36 @@ def test_train_writes_the_csv_history_and_tensorboard_events(tmp_path):
     # --overwrite removes both with the rest of the run's files
     assert cli.main([*args[:-2], "--overwrite"]) == 0
     assert not (run / "history.csv").exists() and not (run / "tensorboard").exists()
+
+
+@pytest.mark.slow
+def test_conditional_runs_sample_by_label_and_m2_reports_its_accuracy(tmp_path, capsys):
+    from PIL import Image
+
+    run = tmp_path / "m2"
+    args = ["train", "--variant", "m2", "--epochs", "1", "--hidden", "16", "--latent-dim", "2"]
+    assert cli.main([*args, "--eval-samples", "2", "--out", str(run), "--quiet"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["options"]["num_classes"] == 10  # from the digits' labels
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--num-samples", "2", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == metrics["test"]["accuracy"]
+
+    assert cli.main(["sample", str(run), "-n", "9", "--label", "3"]) == 0
+    assert cli.main(["sample", str(run), "-n", "20"]) == 0  # one row of two per label
+    by_label = Image.open(run / "samples-2.png")
+    assert by_label.height > by_label.width  # ten rows of two
+    capsys.readouterr()
+    assert cli.main(["sample", str(run), "--label", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "--label 10" in err and "the labels 0..9" in err and err.count("\n") == 1
+
+    vae = tmp_path / "vae"
+    args = ["train", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--eval-samples"]
+    assert cli.main([*args, "2", "--out", str(vae), "--quiet"]) == 0
+    assert "accuracy" not in json.loads((vae / "metrics.json").read_text())["test"]
+    capsys.readouterr()
+    assert cli.main(["sample", str(vae), "--label", "3"]) == 2
+    assert "takes no labels" in capsys.readouterr().err
