@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,23 @@ def test_python_dash_m_runs_the_cli():
         "runpy.run_module('pyro_vaes', run_name='__main__')"
     )
     assert "beta_vae" in listing
+
+
+def test_packaging_metadata_license_and_sdist_contents():
+    """The sdist carries the license, the examples, the benchmarks and the docs; the metadata
+    names the authors and the project's addresses."""
+    import configparser
+
+    root = Path(__file__).resolve().parents[1]
+    assert "MIT License" in (root / "LICENSE").read_text()
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    meta = cfg["metadata"]
+    assert meta["license"] == "MIT" and meta["license_files"] == "LICENSE"
+    assert meta["author"] and meta["url"].startswith("https://")
+    assert {"Source", "Issues", "Documentation"} <= {
+        line.split("=")[0].strip() for line in meta["project_urls"].strip().splitlines()
+    }
+    manifest = (root / "MANIFEST.in").read_text().split("\n")
+    for folder in ("examples", "bench", "docs"):
+        assert f"graft {folder}" in manifest
