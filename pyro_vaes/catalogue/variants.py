@@ -27,10 +27,12 @@ from pyro_vaes.models.rae import RAE
 from pyro_vaes.models.vae import VAE
 from pyro_vaes.models.vqvae import VQVAE, VectorQuantizer
 from pyro_vaes.objectives import (
+    CIWAE,
     DIPELBO,
     IWAE,
     MIWAE,
     MMDELBO,
+    PIWAE,
     TCELBO,
     AdversarialAE,
     CapacityELBO,
@@ -361,6 +363,19 @@ register(
     "the VAE trained on the mean of M=4 IWAE bounds of K=4 draws",
     "Rainforth et al. 2018, Tighter Variational Bounds are Not Necessarily Better",
     objective=lambda: MIWAE(4, 4),
+)(_vae)
+register(
+    "piwae",
+    "the decoder trained on the IWAE bound of T=16 draws, the encoder on the MIWAE bound of the "
+    "same draws in M=4 groups of K=4",
+    "Rainforth et al. 2018, Tighter Variational Bounds are Not Necessarily Better",
+    objective=lambda: PIWAE(4, 4),
+)(_vae)
+register(
+    "ciwae",
+    "the VAE trained on beta ELBO + (1 - beta) IWAE of the same K=16 draws, beta=0.5",
+    "Rainforth et al. 2018, Tighter Variational Bounds are Not Necessarily Better",
+    objective=lambda: CIWAE(16, beta=0.5),
 )(_vae)
 register(
     "aae",

@@ -9,6 +9,7 @@ from pyro_vaes.objectives.adversarial import (
     VAEGANLoss,
     permute_dims,
 )
+from pyro_vaes.objectives.combined import CIWAE, PIWAE
 from pyro_vaes.objectives.elbo import ELBO
 from pyro_vaes.objectives.iwae import IWAE, MIWAE
 from pyro_vaes.objectives.mmd import MMDELBO, imq_kernel, mmd, rbf_kernel
@@ -17,11 +18,13 @@ from pyro_vaes.objectives.sliced_wasserstein import SlicedWassersteinELBO, slice
 from pyro_vaes.objectives.total_correlation import TCELBO
 
 __all__ = [
+    "CIWAE",
     "DIPELBO",
     "ELBO",
     "IWAE",
     "MIWAE",
     "MMDELBO",
+    "PIWAE",
     "TCELBO",
     "AdversarialAE",
     "CapacityELBO",
