@@ -421,6 +421,21 @@ register(
 )(_msssim_vae)
 
 
+def _logcosh_vae(data_shape: tuple[int, ...], *, sharpness: float = 10.0, **options: Any) -> VAE:
+    r"""The VAE with log-cosh pixels (:class:`pyro_vaes.likelihoods.LogCosh`, sharpness
+    :math:`a`): :math:`\sum_i \frac1a \log\cosh(a (x_i - \hat x_i)) + \beta\,\mathrm{KL}`."""
+    parts = _parts(data_shape, **{**options, "likelihood": "logcosh"})
+    return VAE(**{**parts, "likelihood": likelihoods.LogCosh(sharpness)})
+
+
+register(
+    "logcosh_vae",
+    "the VAE with the log-cosh reconstruction (1/a) log cosh(a (x - x_hat)), a=10, as a "
+    "normalised density",
+    "Chen et al. 2018, Log Hyperbolic Cosine Loss Improves Variational Auto-Encoder",
+)(_logcosh_vae)
+
+
 def _categorical_vae(
     data_shape: tuple[int, ...], *, latent_dim: int = 20, **options: Any
 ) -> JointVAE:
