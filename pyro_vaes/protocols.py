@@ -148,9 +148,12 @@ class Labelled(Protocol):
     missing_labels: bool
 
     def check_labels(self, y: torch.Tensor | None, rows: int, offset: int = 0) -> None:
-        """:raises pyro_vaes.errors.DataError: naming the first bad label (its index plus
-        ``offset``), labels that are missing where the model needs them, or a ``y`` with
-        another number of rows than ``rows``."""
+        """Check labels ``y`` for ``rows`` datapoints.
+
+        :raises pyro_vaes.errors.DataError: naming the first bad label (its index plus
+            ``offset``), labels that are missing where the model needs them, or a ``y`` with
+            another number of rows than ``rows``.
+        """
         ...
 
     def sample(self, n: int, y: torch.Tensor | int | None = None) -> torch.Tensor: ...
