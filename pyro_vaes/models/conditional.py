@@ -9,7 +9,13 @@ from torch import nn
 
 from pyro_vaes.likelihoods import Likelihood
 from pyro_vaes.models.base import BaseModel, data_event_dim
-from pyro_vaes.models.labels import ConditionedDecoder, LabelPrior, check_labels, one_hot
+from pyro_vaes.models.labels import (
+    ConditionedDecoder,
+    LabelPrior,
+    check_labels,
+    one_hot,
+    sample_labels,
+)
 
 __all__ = ["ConditionalVAE"]
 
@@ -147,14 +153,7 @@ class ConditionalVAE(BaseModel):
     def sample(self, n: int, y: torch.Tensor | int | None = None) -> torch.Tensor:
         """``n`` decoded draws from :math:`p(z \\mid y)`: for the label ``y`` (an int, or ``n``
         labels), or cycling through the classes (``n`` = 64: six or seven of each)."""
-        device = self.prior.loc.device
-        if y is None:
-            labels = torch.arange(n, device=device) % self.num_classes
-        elif isinstance(y, int):
-            labels = torch.full((n,), y, device=device)
-        else:
-            labels = y.to(device)
-        self.check_labels(labels.cpu(), n)
+        labels = sample_labels(n, y, self.num_classes, self.prior.loc.device, self.who)
         z = self.prior(labels).sample()
         return self.decode(z, labels)
 

@@ -15,7 +15,7 @@ from torch import nn
 from pyro_vaes.data.batch import MISSING
 from pyro_vaes.errors import DataError
 
-__all__ = ["ConditionedDecoder", "LabelPrior", "check_labels", "one_hot"]
+__all__ = ["ConditionedDecoder", "LabelPrior", "check_labels", "one_hot", "sample_labels"]
 
 
 def check_labels(
@@ -59,6 +59,24 @@ def check_labels(
             f"{who}: label {value} at index {idx + offset} is outside the {num_classes} classes "
             f"0..{num_classes - 1}" + (" (-1 marks a missing label)" if missing_allowed else "")
         )
+
+
+def sample_labels(
+    n: int, y: torch.Tensor | int | None, num_classes: int, device: torch.device, who: str
+) -> torch.Tensor:
+    """The labels of ``n`` draws: all ``y`` (an int), the ``n`` labels ``y``, or (``None``) the
+    classes in turn, ``0, 1, ..., K-1, 0, ...``; checked (no missing labels).
+
+    :raises DataError: naming a label outside the classes, or a count other than ``n``.
+    """
+    if y is None:
+        labels = torch.arange(n, device=device) % num_classes
+    elif isinstance(y, int):
+        labels = torch.full((n,), y, device=device)
+    else:
+        labels = y.to(device)
+    check_labels(labels.cpu(), num_classes, rows=n, missing_allowed=False, who=who)
+    return labels
 
 
 def one_hot(y: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch import nn
 from pyro_vaes.data.batch import MISSING
 from pyro_vaes.likelihoods import Likelihood
 from pyro_vaes.models.base import BaseModel, data_event_dim
-from pyro_vaes.models.labels import ConditionedDecoder, check_labels, one_hot
+from pyro_vaes.models.labels import ConditionedDecoder, check_labels, one_hot, sample_labels
 
 __all__ = ["CLAMP", "M2"]
 
@@ -185,13 +185,7 @@ class M2(BaseModel):
         """``n`` decoded draws of :math:`z \\sim p(z)` with the label ``y`` (an int, or ``n``
         labels), or cycling through the classes."""
         device = next(self.parameters()).device
-        if y is None:
-            labels = torch.arange(n, device=device) % self.num_classes
-        elif isinstance(y, int):
-            labels = torch.full((n,), y, device=device)
-        else:
-            labels = y.to(device)
-        check_labels(labels.cpu(), self.num_classes, rows=n, missing_allowed=False, who="m2")
+        labels = sample_labels(n, y, self.num_classes, device, "m2")
         return self.decode(torch.randn(n, self.latent_dim, device=device), labels)
 
     @torch.no_grad()
