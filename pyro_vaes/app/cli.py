@@ -27,7 +27,9 @@ from pyro_vaes.app import runs
 from pyro_vaes.app.report import write_report
 from pyro_vaes.app.runs import BINARIZE, CONFIG, METRICS, RunFolderError
 from pyro_vaes.catalogue import variants
+from pyro_vaes.distributions.geometry import Euclidean
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
+from pyro_vaes.models import expost
 from pyro_vaes.protocols import Labelled, Predicts
 from pyro_vaes.train import distributed
 from pyro_vaes.train.callbacks import Callback, FitState
@@ -457,6 +459,32 @@ def _claim_samples_file(run: Path) -> Path:
     return run / f"samples-{n}.png"
 
 
+def _expost_samples(model: Any, config: dict[str, Any], name: str, n: int, seed: int) -> Any:
+    """``n`` decoded draws from the ex-post density ``name`` fitted to the codes of the run's
+    training images (:mod:`pyro_vaes.models.expost`)."""
+    splits, _ = runs.prepare_data(config)
+    codes = expost.codes_of(model, splits.x_train)
+    sampler = expost.fit(name, codes, seed=seed)
+    with torch.no_grad():
+        return model.decode(sampler.sample(n))
+
+
+def _check_sampler(model: Any, run: Path, name: str) -> None:
+    """An ex-post sampler needs codes in R^d and no labels."""
+    if name == "prior":
+        return
+    if isinstance(model, Labelled):
+        raise ValueError(
+            f"--sampler {name}: {run} is conditional; it samples by label from its prior "
+            "(--sampler prior)"
+        )
+    if not isinstance(model.geometry, Euclidean):
+        raise ValueError(
+            f"--sampler {name}: {run}'s codes live on a {type(model.geometry).__name__.lower()}, "
+            "not in R^d (--sampler prior)"
+        )
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     run = Path(args.run)
     config = runs.read_config(run)
@@ -467,6 +495,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         )
     target = _sample_target(run, args.out, args.overwrite)
     _, model = runs.load_run(run)
+    _check_sampler(model, run, args.sampler)
     torch.manual_seed(args.seed)
     title, rows = f"{args.n} samples", None
     if isinstance(model, Labelled):
@@ -487,6 +516,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f"--label {args.label}: {run}'s variant {config['variant']!r} takes no labels "
             "(the conditional variants: cvae, cmma, m2)"
         )
+    elif args.sampler != "prior":
+        images = _expost_samples(model, config, args.sampler, args.n, args.seed)
+        title = f"{args.n} samples, {args.sampler} fitted to the training codes"
     else:
         images = model.sample(args.n)
     if target is None:
@@ -688,6 +720,14 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="for a conditional run (cvae, cmma, m2): draw samples of this label (default: a "
         "grid with one row per label, -n split among them)",
+    )
+    s.add_argument(
+        "--sampler",
+        choices=expost.NAMES,
+        default="prior",
+        help="where the codes come from: the model's prior, or an ex-post density fitted to the "
+        "codes of the training images, gmm (a 10-component Gaussian mixture) or maf (a masked "
+        "autoregressive flow) (default: %(default)s)",
     )
     s.add_argument(
         "--out",

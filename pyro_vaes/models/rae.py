@@ -17,7 +17,8 @@ training:
   latent dimension.
 
 An RAE has no sampling prior of its own: :meth:`RAE.fit_expost` fits a Gaussian mixture to the
-training codes (ex-post density estimation), and :meth:`RAE.sample` draws from it.
+training codes (ex-post density estimation, :mod:`pyro_vaes.models.expost`, which offers it and a
+masked autoregressive flow for every model), and :meth:`RAE.sample` draws from it.
 
 References:
     [1] Ghosh, Sajjadi, Vergari, Black, Schoelkopf. From Variational to Deterministic
@@ -33,7 +34,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_vaes.data import batches
+from pyro_vaes.models.expost import codes_of, fit_gaussian_mixture, gaussian_mixture
 from pyro_vaes.models.vae import VAE
 
 __all__ = ["RAE", "jacobian_frobenius"]
@@ -104,29 +105,19 @@ class RAE(VAE):
 
     def expost(self) -> dist.MixtureSameFamily:
         """The ex-post density of the codes (see :meth:`fit_expost`)."""
-        return dist.MixtureSameFamily(
-            dist.Categorical(logits=self.expost_logits),
-            dist.MultivariateNormal(self.expost_loc, scale_tril=self.expost_scale_tril),
-        )
+        return gaussian_mixture(self.expost_logits, self.expost_loc, self.expost_scale_tril)
 
     @torch.no_grad()
     def fit_expost(self, x: torch.Tensor, seed: int = 0) -> RAE:
-        """Fit the ex-post Gaussian mixture (full covariances, scikit-learn's EM) to the codes of
-        ``x``, which :meth:`sample` then draws from."""
-        from sklearn.mixture import GaussianMixture
-
-        codes = torch.cat([self.encode(b) for b in batches(x, 1000)]).double().cpu().numpy()
+        """Fit the ex-post Gaussian mixture (full covariances, scikit-learn's EM:
+        :func:`pyro_vaes.models.expost.fit_gaussian_mixture`) to the codes of ``x``, which
+        :meth:`sample` then draws from."""
         k = self.expost_logits.shape[0]
-        if codes.shape[0] < k:
-            raise ValueError(f"fitting {k} components needs at least {k} codes, got {len(codes)}")
-        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-5, random_state=seed)
-        gmm.fit(codes)
-        like = self.expost_loc
-        self.expost_logits.copy_(torch.as_tensor(gmm.weights_).log().to(like))
-        self.expost_loc.copy_(torch.as_tensor(gmm.means_).to(like))
-        self.expost_scale_tril.copy_(
-            torch.linalg.cholesky(torch.as_tensor(gmm.covariances_)).to(like)
-        )
+        fitted = fit_gaussian_mixture(codes_of(self, x), k, seed)
+        for buffer, value in zip(
+            (self.expost_logits, self.expost_loc, self.expost_scale_tril), fitted, strict=True
+        ):
+            buffer.copy_(value.to(buffer))
         self.expost_fitted.fill_(True)
         return self
 
