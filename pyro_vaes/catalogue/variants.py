@@ -24,6 +24,7 @@ from pyro_vaes.models.joint_vae import JointVAE
 from pyro_vaes.models.m2 import M2
 from pyro_vaes.models.msssim_vae import MSSSIMVAE
 from pyro_vaes.models.rae import RAE
+from pyro_vaes.models.two_stage import TwoStageVAE
 from pyro_vaes.models.vae import VAE
 from pyro_vaes.models.vqvae import VQVAE, VectorQuantizer
 from pyro_vaes.objectives import (
@@ -434,6 +435,21 @@ register(
     "normalised density",
     "Chen et al. 2018, Log Hyperbolic Cosine Loss Improves Variational Auto-Encoder",
 )(_logcosh_vae)
+
+
+def _two_stage_vae(
+    data_shape: tuple[int, ...], *, second_hidden: int = 256, **options: Any
+) -> TwoStageVAE:
+    """A VAE with a second-stage VAE over its codes (:mod:`pyro_vaes.models.two_stage`)."""
+    return TwoStageVAE(**_parts(data_shape, **options), second_hidden=second_hidden)
+
+
+register(
+    "two_stage_vae",
+    "a VAE, then a second VAE (learned Gaussian scale) fitted to its codes with "
+    "fit_second_stage; samples go through the second stage's prior",
+    "Dai & Wipf 2019, Diagnosing and Enhancing VAE Models",
+)(_two_stage_vae)
 
 
 def _categorical_vae(
