@@ -35,6 +35,7 @@ __all__ = [
     "Likelihood",
     "NeedsDatasetSize",
     "Objective",
+    "PostTraining",
     "Posterior",
     "Predicts",
     "Prior",
@@ -171,3 +172,14 @@ class Predicts(Protocol):
     datapoint; ``evaluate`` and ``train`` report its test accuracy."""
 
     def predict(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class PostTraining(Protocol):
+    """A model with a stage fitted after training, on the training images: the RAE's ex-post
+    mixture, the two-stage VAE's second VAE. :meth:`pyro_vaes.variants.Variant.fit` (and so the
+    CLI) runs it when the fit ends."""
+
+    def after_fit(self, x: torch.Tensor) -> None:
+        """Fit the post-training stage on the training images ``x``."""
+        ...

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from pyro_vaes import data
+from pyro_vaes import data, likelihoods
 from pyro_vaes.analysis import evaluate, plots
 from pyro_vaes.app import runs
 from pyro_vaes.app.report import write_report
@@ -636,7 +636,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="+",
     )
     option("net", "encoder and decoder networks: MLP or convolutional", choices=["mlp", "conv"])
-    option("likelihood", "p(x | z)", choices=["bernoulli", "gaussian"])
+    option("likelihood", "p(x | z)", choices=sorted(likelihoods.registry))
     option("beta", "weight of the KL term, >= 0 (beta_vae's is 4)", type=_non_negative_float)
     option("prior", "p(z), replacing the variant's", choices=sorted(variants.priors))
     option("posterior", "q(z | x), replacing the variant's", choices=sorted(variants.posteriors))

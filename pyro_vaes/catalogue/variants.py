@@ -13,12 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import torch
 from pyro.infer import TraceEnum_ELBO
 from torch import nn
+from torch.utils.data import DataLoader
 
 from pyro_vaes import guides as _guides  # noqa: F401  (the posteriors register themselves)
 from pyro_vaes import likelihoods, nets
 from pyro_vaes import priors as _priors  # noqa: F401  (the priors register themselves)
+from pyro_vaes.data.batch import as_batch, iterate
 from pyro_vaes.models.conditional import ConditionalVAE
 from pyro_vaes.models.joint_vae import JointVAE
 from pyro_vaes.models.m2 import M2
@@ -44,6 +47,7 @@ from pyro_vaes.objectives import (
     imq_kernel,
 )
 from pyro_vaes.parts import PartContext, posteriors, priors
+from pyro_vaes.protocols import PostTraining
 from pyro_vaes.registry import Registry
 from pyro_vaes.train.callbacks import Callback, History, KLAnnealing
 from pyro_vaes.train.fit import fit
@@ -77,10 +81,24 @@ class Variant:
     def fit(self, model: Any, data: Any, **kwargs: Any) -> History:
         """:func:`pyro_vaes.fit` of ``model`` (built by this variant) with the variant's
         objective and schedule; ``kwargs`` go to ``fit`` (extra ``callbacks`` run after the
-        schedule's)."""
+        schedule's). A model with a post-training stage
+        (:class:`~pyro_vaes.protocols.PostTraining`) then fits it on the training images."""
         loss = self.loss()
         callbacks = [*self.callbacks(model, loss), *kwargs.pop("callbacks", ())]
-        return fit(model.model, model.guide, data, loss=loss, callbacks=callbacks, **kwargs)
+        history = fit(model.model, model.guide, data, loss=loss, callbacks=callbacks, **kwargs)
+        if isinstance(model, PostTraining):
+            model.after_fit(_training_images(data, kwargs.get("transform")))
+        return history
+
+
+def _training_images(data: Any, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> Any:
+    """The images of ``data`` (any form :func:`pyro_vaes.fit` takes), as the fit saw them
+    (``transform`` applied once: the codes of binarised images for a Bernoulli model)."""
+    if isinstance(data, DataLoader):
+        x = torch.cat([batch["x"] for batch in iterate(data, "data")])
+    else:
+        x = as_batch(data)["x"]
+    return transform(x) if transform is not None else x
 
 
 #: variant name -> :class:`Variant`
@@ -446,8 +464,8 @@ def _two_stage_vae(
 
 register(
     "two_stage_vae",
-    "a VAE, then a second VAE (learned Gaussian scale) fitted to its codes with "
-    "fit_second_stage; samples go through the second stage's prior",
+    "a VAE, then a second VAE (learned Gaussian scale) fitted to its codes after training; "
+    "samples go through the second stage's prior",
     "Dai & Wipf 2019, Diagnosing and Enhancing VAE Models",
 )(_two_stage_vae)
 

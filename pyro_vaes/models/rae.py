@@ -108,6 +108,11 @@ class RAE(VAE):
         return gaussian_mixture(self.expost_logits, self.expost_loc, self.expost_scale_tril)
 
     @torch.no_grad()
+    def after_fit(self, x: torch.Tensor) -> None:
+        """The post-training stage (:class:`~pyro_vaes.protocols.PostTraining`):
+        :meth:`fit_expost`."""
+        self.fit_expost(x)
+
     def fit_expost(self, x: torch.Tensor, seed: int = 0) -> RAE:
         """Fit the ex-post Gaussian mixture (full covariances, scikit-learn's EM:
         :func:`pyro_vaes.models.expost.fit_gaussian_mixture`) to the codes of ``x``, which

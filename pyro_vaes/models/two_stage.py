@@ -76,6 +76,11 @@ class TwoStageVAE(VAE):
             [self.posterior(self.encoder(b.to(device))).sample() for b in batches(x, batch_size)]
         )
 
+    def after_fit(self, x: torch.Tensor) -> None:
+        """The post-training stage (:class:`~pyro_vaes.protocols.PostTraining`):
+        :meth:`fit_second_stage`."""
+        self.fit_second_stage(x)
+
     def fit_second_stage(
         self, x: torch.Tensor, epochs: int = 100, **fit_options: Any
     ) -> TwoStageVAE:

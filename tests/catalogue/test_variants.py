@@ -105,3 +105,21 @@ def test_readme_lists_every_variant():
     section = text[text.index("## Variants") : text.index("## Command line")]
     listed = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
     assert listed == set(pv.variants.registry)
+
+
+@pytest.mark.parametrize(("name", "flag"), [("rae_l2", "expost_fitted"), ("two_stage_vae", "second_fitted")])  # fmt: skip
+def test_variant_fit_runs_the_post_training_stage(digits, name, flag):
+    """The RAE's ex-post mixture and the two-stage VAE's second stage are fitted when the
+    variant's fit ends (so the CLI samples through them), on the images as the fit saw them."""
+    torch.manual_seed(0)
+    model = pv.variants.build(name, digits.shape, latent_dim=2, hidden=(16,))
+    assert not bool(getattr(model, flag))
+    seen = []
+    model.after_fit = lambda x: seen.append(x)  # what the stage is fitted on
+    binary = pv.data.dynamic_binarize
+    pv.variants.registry[name].fit(model, digits.x_train[:200], epochs=1, progress=False,
+                                   transform=binary)  # fmt: skip
+    assert seen[0].shape == (200, *digits.shape) and set(seen[0].unique().tolist()) <= {0.0, 1.0}
+    del model.after_fit
+    pv.variants.registry[name].fit(model, digits.x_train[:200], epochs=1, progress=False)
+    assert bool(getattr(model, flag))
