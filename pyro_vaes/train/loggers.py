@@ -36,6 +36,13 @@ class CSVLogger(Callback):
         self.path = Path(path)
         self.steps: list[int | None] = []
 
+    def on_fit_start(self, state: FitState) -> None:
+        """Refuse, before the first epoch, a path whose folder is missing or is a folder."""
+        if not self.path.parent.is_dir():
+            raise FileNotFoundError(f"CSVLogger: the folder of {self.path} does not exist")
+        if self.path.is_dir():
+            raise IsADirectoryError(f"CSVLogger: {self.path} is a folder; give a file name")
+
     def on_epoch_end(self, state: FitState) -> None:
         h = state.history
         del self.steps[len(h) - 1 :]

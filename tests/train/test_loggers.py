@@ -136,3 +136,12 @@ def test_tensorboard_logs_losses_and_pictures_and_resumes_without_duplicates(dig
 def test_tensorboard_refuses_images_that_are_not_image_batches(digits, tmp_path):
     with pytest.raises(ValueError, match="images must be shaped"):
         pv.TensorBoard(tmp_path, images=torch.zeros(3, 64))
+
+
+@pytest.mark.parametrize(("where", "error"), [("missing/h.csv", FileNotFoundError), ("", IsADirectoryError)])  # fmt: skip
+def test_csv_logger_refuses_an_unusable_path_before_training(digits, tmp_path, where, error):
+    vae = tiny(digits)
+    before = [p.detach().clone() for p in vae.parameters()]
+    with pytest.raises(error, match="CSVLogger"):
+        fit(vae, digits, 1, [pv.CSVLogger(tmp_path / where)])
+    assert all(torch.equal(a, b) for a, b in zip(before, vae.parameters(), strict=True))
