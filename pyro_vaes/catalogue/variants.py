@@ -41,6 +41,7 @@ from pyro_vaes.objectives import (
     AdversarialAE,
     CapacityELBO,
     FactorVAELoss,
+    FreeBitsELBO,
     JointCapacityELBO,
     SlicedWassersteinELBO,
     VAEGANLoss,
@@ -576,3 +577,10 @@ register(
     objective=lambda: TraceEnum_ELBO(max_plate_nesting=1),
     num_classes=10,
 )(_m2)
+register(
+    "free_bits_vae",
+    "the VAE trained with free bits: each latent dimension's batch-mean KL floored at "
+    "lambda=0.5 nats",
+    "Kingma et al. 2016, Improved Variational Inference with Inverse Autoregressive Flow",
+    objective=lambda: FreeBitsELBO(lambda_=0.5, per="dimension"),
+)(_vae)

@@ -11,6 +11,7 @@ from pyro_vaes.objectives.adversarial import (
 )
 from pyro_vaes.objectives.combined import CIWAE, PIWAE
 from pyro_vaes.objectives.elbo import ELBO
+from pyro_vaes.objectives.free_bits import FreeBitsELBO, kl_by_dimension
 from pyro_vaes.objectives.iwae import IWAE, MIWAE
 from pyro_vaes.objectives.mmd import MMDELBO, imq_kernel, mmd, rbf_kernel
 from pyro_vaes.objectives.regularized import DIPELBO, CapacityELBO, JointCapacityELBO, dip_penalty
@@ -29,11 +30,13 @@ __all__ = [
     "AdversarialAE",
     "CapacityELBO",
     "FactorVAELoss",
+    "FreeBitsELBO",
     "JointCapacityELBO",
     "SlicedWassersteinELBO",
     "VAEGANLoss",
     "dip_penalty",
     "imq_kernel",
+    "kl_by_dimension",
     "mmd",
     "permute_dims",
     "rbf_kernel",
