@@ -584,3 +584,20 @@ register(
     "Kingma et al. 2016, Improved Variational Inference with Inverse Autoregressive Flow",
     objective=lambda: FreeBitsELBO(lambda_=0.5, per="dimension"),
 )(_vae)
+
+
+def _bn_vae(data_shape: tuple[int, ...], *, gamma: float = 0.5, **options: Any) -> VAE:
+    r"""The VAE with the BN-VAE posterior (:class:`pyro_vaes.guides.BatchNormNormal`): posterior
+    means batch-normalised with the fixed scale ``gamma``, so that the batch-mean KL to the
+    standard normal prior is at least :math:`d\,\gamma^2 / 2`."""
+    parts = _parts(data_shape, **{**options, "posterior": "bn_normal"})
+    parts["posterior"].gamma = float(gamma)
+    return VAE(**parts)
+
+
+register(
+    "bn_vae",
+    "BN-VAE: posterior means batch-normalised with a fixed scale gamma=0.5 and a learned shift, "
+    "so the batch-mean KL is at least d gamma^2 / 2",
+    "Zhu et al. 2020, A Batch Normalized Inference Network Keeps the KL Vanishing Away",
+)(_bn_vae)
