@@ -15,7 +15,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ConvDecoder", "ConvEncoder", "Discriminator", "Gyroplane", "MLPDecoder", "MLPEncoder"]
+__all__ = [
+    "ConvDecoder",
+    "ConvEncoder",
+    "Discriminator",
+    "Gyroplane",
+    "MLPDecoder",
+    "MLPEncoder",
+    "SkipMLPDecoder",
+]
 
 
 def _mlp(sizes: Sequence[int], final_activation: bool) -> nn.Sequential:
@@ -77,6 +85,46 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).reshape(*z.shape[:-1], *self.data_shape)
+
+
+class SkipMLPDecoder(nn.Module):
+    r"""An MLP decoder with generative skip connections: the code :math:`z` enters every layer,
+    not only the first [1],
+
+    .. math::
+        h_1 = \operatorname{ReLU}(W_1 z + b_1), \qquad
+        h_l = \operatorname{ReLU}(W_l h_{l-1} + W'_l z + b_l), \qquad
+        \eta = W_{L} h_{L-1} + W'_{L} z + b_{L},
+
+    each layer a ``Linear`` on the concatenation :math:`[h_{l-1}, z]`. The likelihood's
+    parameters :math:`\eta` depend on :math:`z` through every layer, so the decoder cannot wash
+    the code out on its way to the output, which keeps the mutual information between :math:`x`
+    and :math:`z` from vanishing (posterior collapse).
+
+    :param latent_dim: dimension of the code.
+    :param data_shape: shape of one datapoint.
+    :param hidden: hidden layer sizes.
+
+    References:
+        [1] Dieng, Kim, Rush, Blei. Avoiding Latent Variable Collapse with Generative Skip
+        Models. AISTATS 2019.
+    """
+
+    def __init__(
+        self, latent_dim: int, data_shape: Sequence[int], hidden: Sequence[int] = (512,)
+    ) -> None:
+        super().__init__()
+        self.data_shape = _check_shape(data_shape)
+        self.latent_dim = latent_dim
+        sizes = [*hidden, math.prod(self.data_shape)]
+        ins = [latent_dim, *(int(h) + latent_dim for h in hidden)]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(ins, sizes, strict=True))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.layers[0](z)
+        for layer in self.layers[1:]:
+            h = layer(torch.cat([torch.relu(h), z], dim=-1))
+        return h.reshape(*z.shape[:-1], *self.data_shape)
 
 
 def _conv_sizes(size: int, layers: int) -> list[int]:

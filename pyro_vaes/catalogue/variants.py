@@ -601,3 +601,21 @@ register(
     "so the batch-mean KL is at least d gamma^2 / 2",
     "Zhu et al. 2020, A Batch Normalized Inference Network Keeps the KL Vanishing Away",
 )(_bn_vae)
+
+
+def _mlp_skip(
+    data_shape: tuple[int, ...], latent_dim: int, hidden: Sequence[int]
+) -> tuple[nn.Module, nn.Module, int]:
+    """The MLP encoder with the skip decoder (:class:`pyro_vaes.nets.SkipMLPDecoder`)."""
+    enc = nets.MLPEncoder(data_shape, hidden)
+    dec = nets.SkipMLPDecoder(latent_dim, data_shape, tuple(reversed(hidden)))
+    return enc, dec, enc.out_features
+
+
+networks.register("mlp_skip", _mlp_skip)
+register(
+    "skip_vae",
+    "the VAE with a skip decoder: z enters every layer of the MLP decoder (net='mlp_skip')",
+    "Dieng et al. 2019, Avoiding Latent Variable Collapse with Generative Skip Models",
+    net="mlp_skip",
+)(_vae)
