@@ -57,7 +57,9 @@ def _pictures(model: Any, splits: data.Splits, out: Path, n: int = 64) -> None:
     torch.manual_seed(0)
     plots.save_image_grid(model.sample(n), out / "samples.png", "samples from the prior")
     x = splits.x_test[:32]
-    both = torch.cat([x, model.reconstruct(x)])
+    # a model that takes labels reconstructs each image given its own
+    rec = model.reconstruct(x, splits.y_test[:32]) if isinstance(model, Labelled) else None
+    both = torch.cat([x, model.reconstruct(x) if rec is None else rec])
     plots.save_image_grid(
         both, out / "reconstructions.png", "test images (top), reconstructions", 16
     )

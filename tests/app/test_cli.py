@@ -154,3 +154,18 @@ def test_conditional_runs_sample_by_label_and_m2_reports_its_accuracy(tmp_path, 
     capsys.readouterr()
     assert cli.main(["sample", str(vae), "--label", "3"]) == 2
     assert "takes no labels" in capsys.readouterr().err
+
+
+def test_run_pictures_reconstruct_a_conditional_model_with_the_images_labels(tmp_path):
+    import torch
+
+    import pyro_vaes as pv
+
+    splits = pv.data.load("digits")
+    model = pv.variants.build("cvae", splits.shape, latent_dim=2, hidden=(8,))
+    seen = []
+    original = model.reconstruct
+    model.reconstruct = lambda x, y=None: seen.append(y) or original(x, y)
+    cli._pictures(model, splits, tmp_path)
+    assert torch.equal(seen[0], splits.y_test[:32])
+    assert (tmp_path / "reconstructions.png").stat().st_size > 1000
