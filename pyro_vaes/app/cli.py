@@ -197,12 +197,17 @@ def _loggers(
     if args.csv:
         callbacks.append(CSVLogger(out / "history.csv"))
     if args.tensorboard:
-        images = splits.x_val if splits.x_val is not None else splits.x_train
+        images, labels = (
+            (splits.x_val, splits.y_val)
+            if splits.x_val is not None and splits.y_val is not None
+            else (splits.x_train, splits.y_train)
+        )
         try:
             board = TensorBoard(
                 out / runs.TENSORBOARD,
                 model=model if len(splits.shape) == 3 else None,
                 images=images[:32] if len(splits.shape) == 3 else None,
+                labels=labels[:32] if len(splits.shape) == 3 else None,
             )
         except ImportError as err:
             raise ValueError(f"--tensorboard: {err}") from err

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from pyro_vaes.protocols import GenerativeModel
+from pyro_vaes.protocols import GenerativeModel, Labelled
 from pyro_vaes.train.callbacks import Callback, FitState
 
 __all__ = ["CSVLogger", "TensorBoard"]
@@ -80,6 +80,8 @@ class TensorBoard(Callback):
     :param model: the model whose pictures are logged (``None``: scalars only).
     :param images: the datapoints ``(N, C, H, W)`` to reconstruct (the first ``num_images // 2``
         are used); ``None``: no reconstructions.
+    :param labels: their labels, for a model that takes labels
+        (:class:`~pyro_vaes.protocols.Labelled`), which reconstructs each image given its own.
     :raises ImportError: naming the package to install if ``tensorboard`` is missing.
     """
 
@@ -89,6 +91,7 @@ class TensorBoard(Callback):
         model: GenerativeModel | None = None,
         images: torch.Tensor | None = None,
         num_images: int = 64,
+        labels: torch.Tensor | None = None,
         images_every: int = 1,
     ) -> None:
         try:
@@ -104,13 +107,16 @@ class TensorBoard(Callback):
             )
         if images is not None and images.dim() != 4:
             raise ValueError(f"images must be shaped (N, C, H, W), got {tuple(images.shape)}")
+        if labels is not None and (images is None or labels.shape != images.shape[:1]):
+            raise ValueError("labels must come with images, one per image")
         self.log_dir = Path(log_dir)
         self.model = model
         if images is not None:  # whole rows of 16 at most: originals above reconstructions
             images = images[: max(1, num_images // 2)]
             self.ncol = min(len(images), 16)
             images = images[: len(images) // self.ncol * self.ncol]
-        self.images = images
+            labels = None if labels is None else labels[: len(images)]
+        self.images, self.labels = images, labels
         self.num_images = num_images
         self.images_every = images_every
         self.writer: Any = None
@@ -152,7 +158,11 @@ class TensorBoard(Callback):
                 self.writer.add_image("samples", image_grid(samples), step, dataformats="HWC")
             if self.images is not None:
                 x = self.images.to(samples.device)
-                both = torch.cat([x, model.reconstruct(x).reshape(x.shape)])
+                if isinstance(model, Labelled) and self.labels is not None:
+                    rec = model.reconstruct(x, self.labels.to(x.device))
+                else:
+                    rec = model.reconstruct(x)
+                both = torch.cat([x, rec.reshape(x.shape)])
                 grid = image_grid(both, ncol=self.ncol)
                 self.writer.add_image("reconstructions", grid, step, dataformats="HWC")
         finally:

@@ -145,3 +145,18 @@ def test_csv_logger_refuses_an_unusable_path_before_training(digits, tmp_path, w
     with pytest.raises(error, match="CSVLogger"):
         fit(vae, digits, 1, [pv.CSVLogger(tmp_path / where)])
     assert all(torch.equal(a, b) for a, b in zip(before, vae.parameters(), strict=True))
+
+
+def test_tensorboard_reconstructs_a_conditional_model_given_the_labels(digits, tmp_path):
+    pytest.importorskip("tensorboard")
+    torch.manual_seed(0)
+    cvae = pv.variants.build("cvae", digits.shape, latent_dim=2, hidden=(16,))
+    seen = []
+    original = cvae.reconstruct
+    cvae.reconstruct = lambda x, y=None: seen.append(y) or original(x, y)
+    board = pv.TensorBoard(tmp_path, cvae, digits.x_val[:8], labels=digits.y_val[:8])
+    pv.fit(cvae.model, cvae.guide, (digits.x_train, digits.y_train), epochs=1, progress=False,
+           callbacks=[board])  # fmt: skip
+    assert torch.equal(seen[0], digits.y_val[:8])
+    with pytest.raises(ValueError, match="one per image"):
+        pv.TensorBoard(tmp_path, cvae, digits.x_val[:8], labels=digits.y_val[:5])
