@@ -1,1 +1,26 @@
-"""The catalogue of named variants."""
+"""The catalogue of named variants.
+
+:mod:`~pyro_vaes.catalogue.variants` holds the registry, :mod:`~pyro_vaes.catalogue.assembly`
+the parts a model is assembled from, and each family module registers its variants:
+
+* :mod:`~pyro_vaes.catalogue.vae`: the VAE with its parts swapped,
+* :mod:`~pyro_vaes.catalogue.bounds`: importance-weighted bounds and free bits,
+* :mod:`~pyro_vaes.catalogue.disentangled`: total correlation, DIP, capacity, FactorVAE,
+* :mod:`~pyro_vaes.catalogue.matching`: MMD, sliced Wasserstein and adversarial matching,
+* :mod:`~pyro_vaes.catalogue.deterministic`: RAE, VQ-VAE, the two-stage VAE,
+* :mod:`~pyro_vaes.catalogue.discrete`: Gumbel-softmax codes,
+* :mod:`~pyro_vaes.catalogue.labelled`: conditional and semi-supervised models.
+"""
+
+from pyro_vaes.catalogue import (  # noqa: F401  (each family registers its variants)
+    bounds,
+    deterministic,
+    discrete,
+    disentangled,
+    labelled,
+    matching,
+    vae,
+    variants,
+)
+
+__all__ = ["variants"]
