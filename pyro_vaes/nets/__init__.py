@@ -15,13 +15,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pyro_vaes.nets.pixelcnn import GatedPixelCNNLayer, MaskedConv2d, PixelCNN
+
 __all__ = [
     "ConvDecoder",
     "ConvEncoder",
     "Discriminator",
+    "GatedPixelCNNLayer",
     "Gyroplane",
     "MLPDecoder",
     "MLPEncoder",
+    "MaskedConv2d",
+    "PixelCNN",
     "SkipMLPDecoder",
 ]
 

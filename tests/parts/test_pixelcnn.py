@@ -1,0 +1,138 @@
+"""PixelCNN: the masks are causal in raster order, and the gated stacks leave no blind spot."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.autograd.functional import jacobian
+
+from pyro_vaes.nets.pixelcnn import MaskedConv2d, PixelCNN, causal_mask
+
+
+def _dependence(net: nn.Module, shape: tuple[int, ...], **cond: torch.Tensor) -> torch.Tensor:
+    """``D[i, j]``: output position ``i`` depends on input position ``j`` (raster order), from the
+    autograd Jacobian of the network at a random input, summed over channels."""
+    x = torch.randn(1, *shape, dtype=torch.float64)
+    jac = jacobian(lambda v: net(v, **cond).flatten(), x)  # (out, 1, C, H, W)
+    n = shape[-2] * shape[-1]
+    jac = jac.reshape(-1, n, shape[0], n)  # outputs x channels folded in the first dim
+    return jac.abs().sum(dim=(0, 2)) > 0
+
+
+def _strictly_before(n: int) -> torch.Tensor:
+    return torch.ones(n, n).tril(-1).bool()
+
+
+def test_the_masks():
+    assert causal_mask((3, 3), "A").tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert causal_mask((3, 3), "B").tolist() == [[1, 1, 1], [1, 1, 0], [0, 0, 0]]
+    assert causal_mask((1, 5), "A").tolist() == [[1, 1, 0, 0, 0]]
+    with pytest.raises(ValueError, match="mask_type"):
+        causal_mask((3, 3), "C")
+    with pytest.raises(ValueError, match="kernel_size"):
+        MaskedConv2d(1, 1, 4, "A")
+
+
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_a_masked_convolution_sees_the_positions_before_it_within_its_kernel(mask_type):
+    torch.manual_seed(0)
+    conv = MaskedConv2d(2, 3, 3, mask_type).double()
+    dep = _dependence(lambda v: conv(v), (2, 4, 4))
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    for i in range(16):
+        r, c = divmod(i, 4)
+        for j in range(16):
+            rr, cc = divmod(j, 4)
+            near = abs(rr - r) <= 1 and abs(cc - c) <= 1
+            expected[i, j] = near and (j < i or (mask_type == "B" and j == i))
+    assert torch.equal(dep, expected)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_gated_pixelcnn_is_causal_with_no_blind_spot(channels):
+    """Output position i depends on every input position before it and on none after it (4
+    layers of kernel 3 reach 5 rows up and 4 columns either side: the whole 5 x 5 image)."""
+    torch.manual_seed(0)
+    net = PixelCNN(channels, channels=8, layers=4, kernel_size=3).double()
+    dep = _dependence(net, (channels, 5, 5))
+    assert torch.equal(dep, _strictly_before(25))
+
+
+def test_with_one_layer_the_receptive_field_is_the_first_layers():
+    torch.manual_seed(0)
+    net = PixelCNN(1, channels=8, layers=1, kernel_size=3).double()
+    dep = _dependence(net, (1, 5, 5))
+    i = 2 * 5 + 2  # the centre (2, 2) sees the 2 rows above at columns 1..3, and (2, 1)
+    assert sorted(torch.nonzero(dep[i]).flatten().tolist()) == [1, 2, 3, 6, 7, 8, 11]
+
+
+def test_a_plain_masked_stack_has_the_blind_spot_that_the_gated_one_removes():
+    torch.manual_seed(0)
+    plain = nn.Sequential(
+        MaskedConv2d(1, 8, 3, "A"), nn.Tanh(), *[m for _ in range(3) for m in
+        (MaskedConv2d(8, 8, 3, "B"), nn.Tanh())], MaskedConv2d(8, 1, 1, "B"),
+    ).double()  # fmt: skip
+    dep = _dependence(lambda v: plain(v), (1, 5, 5))
+    assert not (dep & ~_strictly_before(25)).any()  # causal too
+    i, blind = 3 * 5 + 1, 2 * 5 + 3  # (2, 3) is up and two to the right of (3, 1)
+    assert not dep[i, blind]
+    gated = PixelCNN(1, channels=8, layers=4).double()
+    assert _dependence(gated, (1, 5, 5))[i, blind]
+
+
+def test_integer_categories_in_and_logits_out_are_causal():
+    """A code grid: changing the category at position j changes the logits only after j."""
+    torch.manual_seed(0)
+    k = 6
+    net = PixelCNN(1, channels=8, layers=4, categories=k)
+    x = torch.randint(0, k, (2, 1, 4, 5))
+    out = net(x)
+    assert out.shape == (2, k, 1, 4, 5)  # the layout of F.cross_entropy(out, x)
+    assert torch.isfinite(torch.nn.functional.cross_entropy(out, x))
+    for j in range(20):
+        r, c = divmod(j, 5)
+        y = x.clone()
+        y[:, 0, r, c] = (y[:, 0, r, c] + 1) % k
+        changed = (net(y) - out).abs().amax(dim=(0, 1, 2)).flatten() > 0
+        assert not changed[: j + 1].any()
+        assert changed[j + 1 :].any() or j == 19
+    with pytest.raises(ValueError, match=r"categories 0 \.\. 5"):
+        net(torch.full((1, 1, 4, 5), k))
+    with pytest.raises(ValueError, match="integer"):
+        net(x.float())
+
+
+@pytest.mark.parametrize("every", [True, False])
+def test_conditioning_on_a_vector_and_a_map(every):
+    """The condition changes the output; the map is still causal in the image; with
+    ``condition_every_layer`` the condition has its own weights in every layer."""
+    torch.manual_seed(0)
+    net = PixelCNN(
+        1, channels=8, layers=3, cond_features=4, cond_channels=2, condition_every_layer=every
+    ).double()
+    cond, cond_map = torch.randn(1, 4, dtype=torch.float64), torch.randn(1, 2, 5, 5).double()
+    dep = _dependence(net, (1, 5, 5), cond=cond, cond_map=cond_map)
+    assert torch.equal(dep, dep & _strictly_before(25)) and dep[24].any()
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64)
+    assert not torch.allclose(net(x, cond, cond_map), net(x, 2 * cond, cond_map))
+    assert not torch.allclose(net(x, cond, cond_map), net(x, cond, -cond_map))
+    conditioned = [layer.cond_vector is not None for layer in net.layers]
+    assert conditioned == ([True] * 3 if every else [True, False, False])
+    # leading dims: particles x datapoints, conditions broadcast
+    out = net(torch.randn(3, 2, 1, 5, 5).double(), torch.randn(2, 4).double(), cond_map)
+    assert out.shape == (3, 2, 1, 1, 5, 5)
+
+
+def test_bad_input_names_the_parameter():
+    net = PixelCNN(1, channels=4, layers=2, cond_features=3)
+    with pytest.raises(ValueError, match="pass cond"):
+        net(torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="cond must have 3"):
+        net(torch.zeros(1, 1, 4, 4), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 1, H, W\)"):
+        net(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="layers"):
+        PixelCNN(1, layers=0)
+    with pytest.raises(ValueError, match="categories"):
+        PixelCNN(1, categories=1)
