@@ -11,6 +11,7 @@ from pyro_vaes.objectives import (
     TCELBO,
     CapacityELBO,
     FactorVAELoss,
+    HierarchicalTCELBO,
 )
 from pyro_vaes.train.callbacks import KLAnnealing
 
@@ -19,6 +20,14 @@ register(
     "the VAE trained on the total-correlation ELBO (alpha=1, beta=6, gamma=1, stratified)",
     "Chen et al. 2018, Isolating Sources of Disentanglement in VAEs",
     objective=lambda: TCELBO(alpha=1.0, beta=6.0, gamma=1.0),
+)(build_vae)
+
+register(
+    "hfvae",
+    "the VAE trained on the hierarchically factorised ELBO: MI, TC between groups, TC within "
+    "groups and dimension-wise KL weighted 1, 6, 2, 1; five even groups of latent dimensions",
+    "Esmaeili et al. 2019, Structured Disentangled Representations",
+    objective=lambda: HierarchicalTCELBO(alpha=1.0, beta=6.0, gamma=2.0),
 )(build_vae)
 
 register(

@@ -12,6 +12,7 @@ from pyro_vaes.objectives.adversarial import (
 from pyro_vaes.objectives.combined import CIWAE, PIWAE
 from pyro_vaes.objectives.elbo import ELBO
 from pyro_vaes.objectives.free_bits import FreeBitsELBO, kl_by_dimension
+from pyro_vaes.objectives.hierarchical_tc import HierarchicalTCELBO
 from pyro_vaes.objectives.iwae import IWAE, MIWAE
 from pyro_vaes.objectives.mmd import MMDELBO, imq_kernel, mmd, rbf_kernel
 from pyro_vaes.objectives.regularized import DIPELBO, CapacityELBO, JointCapacityELBO, dip_penalty
@@ -31,6 +32,7 @@ __all__ = [
     "CapacityELBO",
     "FactorVAELoss",
     "FreeBitsELBO",
+    "HierarchicalTCELBO",
     "JointCapacityELBO",
     "SlicedWassersteinELBO",
     "VAEGANLoss",
