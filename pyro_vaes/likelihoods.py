@@ -15,10 +15,21 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
+from pyro_vaes.distributions.autoregressive import PixelCNNBernoulli
 from pyro_vaes.distributions.log_cosh import LogCosh as LogCoshDistribution
+from pyro_vaes.nets.pixelcnn import PixelCNN as PixelCNNNet
 from pyro_vaes.registry import Registry
 
-__all__ = ["Bernoulli", "Gaussian", "Likelihood", "LogCosh", "get", "register", "registry"]
+__all__ = [
+    "Bernoulli",
+    "Gaussian",
+    "Likelihood",
+    "LogCosh",
+    "PixelCNN",
+    "get",
+    "register",
+    "registry",
+]
 
 
 class Likelihood(nn.Module):
@@ -117,6 +128,68 @@ class LogCosh(Likelihood):
         return params
 
 
+class PixelCNN(Likelihood):
+    r"""Binary pixels drawn one after the other by a gated PixelCNN
+    (:class:`pyro_vaes.distributions.autoregressive.PixelCNNBernoulli`), conditioned on the
+    decoder's output as a spatial map:
+
+    .. math::
+        \log p(x \mid z) = \sum_i \log \operatorname{Bernoulli}\big(x_i;\
+        \sigma(\ell_i(x_{<i}, \mathrm{dec}(z)))\big),
+
+    :math:`i` in raster order. The decoder outputs ``(..., cond_channels, H, W)``; the map enters
+    the PixelCNN's first gated layer, or every layer (``condition_every_layer``: a generative skip
+    connection from the code into each layer). ``mean`` is the conditional probabilities along
+    one draw (an unbiased estimate of the intractable mean).
+
+    :param channels: the image's channels.
+    :param cond_channels: the decoder output's channels (default: ``channels``).
+    :param hidden_channels: the PixelCNN's channels.
+    :param layers: the PixelCNN's gated layers.
+    :param kernel_size: the PixelCNN's kernel size.
+    :param condition_every_layer: the decoder's map enters every layer, not only the first.
+
+    References:
+        [1] van den Oord et al. Conditional Image Generation with PixelCNN Decoders. NeurIPS 2016.
+        [2] Gulrajani et al. PixelVAE: A Latent Variable Model for Natural Images. ICLR 2017.
+        [3] Dieng, Kim, Rush, Blei. Avoiding Latent Variable Collapse with Generative Skip
+        Models. AISTATS 2019.
+    """
+
+    support = constraints.boolean
+
+    def __init__(
+        self,
+        channels: int = 1,
+        cond_channels: int | None = None,
+        hidden_channels: int = 32,
+        layers: int = 5,
+        kernel_size: int = 3,
+        condition_every_layer: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = PixelCNNNet(
+            channels,
+            channels=hidden_channels,
+            layers=layers,
+            kernel_size=kernel_size,
+            cond_channels=channels if cond_channels is None else cond_channels,
+            condition_every_layer=condition_every_layer,
+        )
+
+    def forward(self, params: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        if event_dim != 3:
+            raise ValueError(
+                "the PixelCNN likelihood needs image data (C, H, W) and a decoder output "
+                f"(cond_channels, H, W): got event_dim={event_dim} for params of shape "
+                f"{tuple(params.shape)}"
+            )
+        return PixelCNNBernoulli(self.net, cond_map=params)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return PixelCNNBernoulli(self.net, cond_map=params).conditional_means()
+
+
 #: likelihood name -> factory (for the CLI and the variant catalogue)
 registry: Registry[Callable[..., Likelihood]] = Registry("likelihood")
 register = registry.register
@@ -130,3 +203,4 @@ def get(name: str, **options: object) -> Likelihood:
 register("bernoulli", Bernoulli)
 register("gaussian", Gaussian)
 register("logcosh", LogCosh)
+register("pixelcnn", PixelCNN)

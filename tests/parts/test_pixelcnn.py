@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.autograd.functional import jacobian
 
+from pyro_vaes.distributions.autoregressive import PixelCNNBernoulli
 from pyro_vaes.nets.pixelcnn import MaskedConv2d, PixelCNN, causal_mask
 
 
@@ -136,3 +137,84 @@ def test_bad_input_names_the_parameter():
         PixelCNN(1, layers=0)
     with pytest.raises(ValueError, match="categories"):
         PixelCNN(1, categories=1)
+
+
+def _bernoulli(channels: int = 1, layers: int = 2, cond_channels: int = 2) -> PixelCNN:
+    torch.manual_seed(0)
+    return PixelCNN(channels, channels=8, layers=layers, cond_channels=cond_channels).double()
+
+
+def _all_images(c: int, h: int, w: int) -> torch.Tensor:
+    """Every binary image of shape ``(c, h, w)``, ``(2 ** (c h w), c, h, w)``."""
+    n = c * h * w
+    bits = (torch.arange(2**n)[:, None] >> torch.arange(n)) & 1
+    return bits.double().reshape(-1, c, h, w)
+
+
+def test_log_prob_is_the_sum_of_the_conditionals_on_prefixes():
+    """log p(x) from one pass equals the sum over positions of log p(x_i | x_<i), each computed
+    from the network run on the prefix x_<i with noise after it."""
+    net = _bernoulli(channels=2)
+    cond_map = torch.randn(3, 2, 4, 3, dtype=torch.float64)
+    x = torch.bernoulli(torch.full((3, 2, 4, 3), 0.5, dtype=torch.float64))
+    by_hand = torch.zeros(3, dtype=torch.float64)
+    for i in range(12):
+        r, c = divmod(i, 3)
+        prefix = torch.rand_like(x).round()  # anything at the positions from i on
+        prefix.view(3, 2, 12)[..., :i] = x.view(3, 2, 12)[..., :i]
+        logits = net(prefix, cond_map=cond_map)[:, 0, :, r, c]
+        by_hand += torch.distributions.Bernoulli(logits=logits).log_prob(x[:, :, r, c]).sum(-1)
+    torch.testing.assert_close(PixelCNNBernoulli(net, cond_map=cond_map).log_prob(x), by_hand)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 2), (2, 1, 2)])
+def test_the_distribution_normalises(shape):
+    """Over all 16 binary images the probabilities sum to one, for each condition."""
+    net = _bernoulli(channels=shape[0], layers=3)
+    cond_map = 3 * torch.randn(4, 1, 2, *shape[1:], dtype=torch.float64)
+    d = PixelCNNBernoulli(net, cond_map=cond_map)
+    assert d.batch_shape == (4, 1) and d.event_shape == shape
+    log_p = d.log_prob(_all_images(*shape)[:, None, None])  # (16, 4, 1)
+    torch.testing.assert_close(log_p.logsumexp(0), torch.zeros(4, 1, dtype=torch.float64))
+
+
+def test_draws_follow_the_distribution_and_the_conditional_means_estimate_the_mean():
+    net = _bernoulli(layers=3)
+    cond_map = torch.randn(2, 2, 2, dtype=torch.float64)  # one condition
+    d = PixelCNNBernoulli(net, cond_map=cond_map)
+    images = _all_images(1, 2, 2)
+    p = d.log_prob(images).exp()
+    torch.manual_seed(1)
+    n = 5000
+    draws = d.sample((n,))
+    assert draws.shape == (n, 1, 2, 2) and set(draws.unique().tolist()) <= {0.0, 1.0}
+    index = (draws.reshape(n, 4).long() << torch.arange(4)).sum(-1)
+    freq = torch.bincount(index, minlength=16).double() / n
+    sd = (p * (1 - p) / n).sqrt()
+    assert ((freq - p).abs() <= 4.5 * sd + 1e-12).all(), (freq, p)
+    exact_mean = (p[:, None, None, None] * images).sum(0)
+    means = d.conditional_means((n,))
+    assert ((means.mean(0) - exact_mean).abs() < 4.5 * means.std(0) / n**0.5 + 1e-12).all()
+    # the first pixel's probability does not depend on the draw
+    torch.testing.assert_close(means[:, 0, 0, 0], means[:1, 0, 0, 0].expand(n))
+
+
+def test_the_distribution_batches_broadcasts_and_differentiates():
+    net = _bernoulli()
+    cond_map = torch.randn(5, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    d = PixelCNNBernoulli(net, cond_map=cond_map)
+    x = torch.bernoulli(torch.full((5, 1, 3, 3), 0.5, dtype=torch.float64))
+    lp = d.log_prob(x)
+    assert lp.shape == (5,)
+    particles = d.expand((4, 5))
+    assert particles.batch_shape == (4, 5) and particles.sample().shape == (4, 5, 1, 3, 3)
+    torch.testing.assert_close(particles.log_prob(x), lp.expand(4, 5))
+    lp.sum().backward()
+    assert cond_map.grad is not None and cond_map.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in net.parameters())
+    with pytest.raises(ValueError, match="outputs=1"):
+        PixelCNNBernoulli(PixelCNN(1, categories=3), cond_map=cond_map)
+    with pytest.raises(ValueError, match="cond_map"):
+        PixelCNNBernoulli(net)
+    with pytest.raises(ValueError, match="support"):
+        PixelCNNBernoulli(net, cond_map=cond_map, validate_args=True).log_prob(x + 0.5)
