@@ -9,7 +9,8 @@ the parts a model is assembled from, and each family module registers its varian
 * :mod:`~pyro_vaes.catalogue.matching`: MMD, sliced Wasserstein and adversarial matching,
 * :mod:`~pyro_vaes.catalogue.deterministic`: RAE, VQ-VAE, the two-stage VAE,
 * :mod:`~pyro_vaes.catalogue.discrete`: Gumbel-softmax codes,
-* :mod:`~pyro_vaes.catalogue.labelled`: conditional and semi-supervised models.
+* :mod:`~pyro_vaes.catalogue.labelled`: conditional and semi-supervised models,
+* :mod:`~pyro_vaes.catalogue.sequential`: models of sequences (TD-VAE).
 """
 
 from pyro_vaes.catalogue import (  # noqa: F401  (each family registers its variants)
@@ -17,8 +18,10 @@ from pyro_vaes.catalogue import (  # noqa: F401  (each family registers its vari
     deterministic,
     discrete,
     disentangled,
+    hierarchical,
     labelled,
     matching,
+    sequential,
     vae,
     variants,
 )

@@ -35,8 +35,9 @@ __all__ = ["Variant", "build", "networks", "posteriors", "priors", "register", "
 @dataclass(frozen=True)
 class Variant:
     """A named variant: its builder, a one-line summary, the paper, its default options, the
-    objective it trains with (``None``: :func:`pyro_vaes.fit`'s default ELBO), and the schedule
-    it trains under: ``(model, objective) -> callbacks``, e.g. a growing capacity."""
+    objective it trains with (``None``: :func:`pyro_vaes.fit`'s default ELBO), the schedule
+    it trains under: ``(model, objective) -> callbacks``, e.g. a growing capacity, and what its
+    datapoints are: ``"images"`` ``(C, H, W)`` or ``"sequences"`` ``(T, *frame_shape)``."""
 
     name: str
     builder: Callable[..., nn.Module]
@@ -45,6 +46,7 @@ class Variant:
     defaults: dict[str, Any] = field(default_factory=dict)
     objective: Callable[[], Any] | None = None
     schedule: Callable[[nn.Module, Any], list[Callback]] | None = None
+    datapoints: str = "images"
 
     def loss(self) -> Any:
         """A fresh instance of the variant's objective, or ``None`` for the default."""
@@ -88,13 +90,17 @@ def register(
     reference: str,
     objective: Callable[[], Any] | None = None,
     schedule: Callable[[nn.Module, Any], list[Callback]] | None = None,
+    datapoints: str = "images",
     **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: add a builder to the catalogue under ``name``."""
+    if datapoints not in ("images", "sequences"):
+        raise ValueError(f"datapoints must be 'images' or 'sequences', got {datapoints!r}")
 
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         registry.register(
-            name, Variant(name, builder, summary, reference, defaults, objective, schedule)
+            name,
+            Variant(name, builder, summary, reference, defaults, objective, schedule, datapoints),
         )
         return builder
 

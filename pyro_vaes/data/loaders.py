@@ -28,6 +28,7 @@ __all__ = [
     "binarize",
     "branching_diffusion",
     "check_finite",
+    "dequantize",
     "dynamic_binarize",
     "load",
     "registry",
@@ -67,6 +68,34 @@ def dynamic_binarize(x: torch.Tensor) -> torch.Tensor:
     if x.device.type == "cpu":
         check_unit_interval(x, "dynamic_binarize")
     return torch.bernoulli(x)
+
+
+def dequantize(x: torch.Tensor, levels: int, seed: int | None = None) -> torch.Tensor:
+    r"""Uniform dequantisation of images of ``levels`` grey levels :math:`L`: intensities
+    :math:`x = k / (L - 1)` in ``[0, 1]`` become :math:`y = (k + u) / L` with
+    :math:`u \sim U[0, 1)` per pixel, continuous data in :math:`[0, 1)` for a density model
+    (:math:`L = 256` for 8-bit images, :math:`(x_{8bit} + u)/256`; 17 for the sklearn digits).
+    A fresh draw on each call: pass ``functools.partial(dequantize, levels=L)`` as ``fit``'s
+    ``transform``, and ``seed`` for held-out data dequantised once, reproducibly.
+
+    :raises DataError: naming the first datapoint (row) whose intensities are not on the grid
+        :math:`k / (L - 1)`.
+    """
+    if not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"dequantize: levels must be an int >= 2, got {levels!r}")
+    k = torch.round(x * (levels - 1))
+    bad = ((x * (levels - 1) - k).abs() > 1e-3).reshape(x.shape[0], -1).any(dim=1) | (
+        ((k < 0) | (k > levels - 1)).reshape(x.shape[0], -1).any(dim=1)
+    )
+    if bool(bad.any()):
+        idx = int(bad.nonzero()[0, 0])
+        raise DataError(
+            f"dequantize expects images of {levels} grey levels k / {levels - 1} in [0, 1]: "
+            f"{int(bad.sum())} datapoint(s) off that grid, the first at index {idx}"
+        )
+    gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
+    u = torch.rand(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+    return (k + u) / levels
 
 
 def check_unit_interval(x: torch.Tensor, what: str) -> None:
@@ -272,6 +301,18 @@ def _sprites(root: Path | None) -> Splits:
     return Splits("sprites", x[:n_train], y[:n_train], x[n_train:], y[n_train:])
 
 
+def _oscillator(root: Path | None) -> Splits:
+    from pyro_vaes.data import sequences
+
+    return sequences.oscillator_splits(root)
+
+
+def _moving_sprites(root: Path | None) -> Splits:
+    from pyro_vaes.data import sequences
+
+    return sequences.moving_sprites_splits(root)
+
+
 #: name -> loader ``(root) -> Splits``
 registry: Registry[Callable[[Path | None], Splits]] = Registry("dataset")
 for _name, _loader in (
@@ -282,6 +323,8 @@ for _name, _loader in (
     ("cifar10", _torchvision("CIFAR10")),
     ("tree", _tree),
     ("sprites", _sprites),
+    ("oscillator", _oscillator),
+    ("moving_sprites", _moving_sprites),
 ):
     registry.register(_name, _loader)
 

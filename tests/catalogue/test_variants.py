@@ -15,10 +15,17 @@ from pyro_vaes.protocols import GenerativeModel
 from pyro_vaes.train.callbacks import Callback, FitState
 
 
+def _data(variant: pv.variants.Variant, digits: pv.data.Splits) -> pv.data.Splits:
+    """The variant's kind of datapoints (its declared ``datapoints``): the binarised digits, or
+    the bundled oscillations, 32 steps of one position each."""
+    return digits if variant.datapoints == "images" else pv.data.load("oscillator")
+
+
 @pytest.mark.parametrize("name", sorted(pv.variants.registry))
 def test_every_variant_trains_with_its_objective_and_schedule(digits, name):
     torch.manual_seed(0)
     variant = pv.variants.registry[name]
+    digits = _data(variant, digits)
     small = {"components": 5} if "components" in variant.defaults else {}
     model = pv.variants.build(name, digits.shape, latent_dim=3, hidden=(32,), **small)
     before = [p.detach().clone() for p in model.parameters()]
@@ -55,6 +62,7 @@ def test_every_variant_runs_on_the_device(digits, name, device):
     """Fit, score, posterior predictive draws and pictures' codes, all on ``device``."""
     torch.manual_seed(0)
     variant = pv.variants.registry[name]
+    digits = _data(variant, digits)
     small = {"components": 5} if "components" in variant.defaults else {}
     model = pv.variants.build(name, digits.shape, latent_dim=3, hidden=(32,), **small)
     data = (digits.x_train[:200], digits.y_train[:200])

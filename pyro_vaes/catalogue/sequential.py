@@ -1,0 +1,54 @@
+"""Variants over sequences: datapoints shaped ``(T, *frame_shape)``, declared as
+``datapoints="sequences"`` (the bundled ``oscillator`` and ``moving_sprites`` data of
+:mod:`pyro_vaes.data.sequences`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro.infer
+
+from pyro_vaes import likelihoods
+from pyro_vaes.catalogue.variants import register
+from pyro_vaes.models.tdvae import TDVAE
+
+
+def _tdvae(
+    data_shape: tuple[int, ...],
+    *,
+    latent_dim: int = 8,
+    belief_dim: int = 64,
+    hidden: Sequence[int] = (64,),
+    likelihood: str = "gaussian",
+    max_skip: int = 4,
+    min_context: int = 0,
+    skip_input: bool = True,
+) -> TDVAE:
+    """A TD-VAE for sequences of ``data_shape[0]`` frames shaped ``data_shape[1:]``; a Gaussian
+    likelihood learns its scale."""
+    if len(data_shape) < 2:
+        raise ValueError(
+            f"tdvae models sequences: data_shape must be (T, *frame_shape), got {data_shape}"
+        )
+    options = {"learn_scale": True} if likelihood == "gaussian" else {}
+    return TDVAE(
+        data_shape[1:],
+        data_shape[0],
+        likelihoods.get(likelihood, **options),
+        latent_dim=latent_dim,
+        belief_dim=belief_dim,
+        hidden=hidden,
+        max_skip=max_skip,
+        min_context=min_context,
+        skip_input=skip_input,
+    )
+
+
+register(
+    "tdvae",
+    "TD-VAE: LSTM beliefs, trained on pairs t1 < t2 <= t1 + 4 with the belief at t2 as the "
+    "proposal and a smoothing posterior at t1; jumpy rollouts",
+    "Gregor et al. 2019, Temporal Difference Variational Auto-Encoder",
+    objective=pyro.infer.Trace_ELBO,
+    datapoints="sequences",
+)(_tdvae)
