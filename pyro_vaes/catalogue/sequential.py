@@ -19,13 +19,18 @@ def _tdvae(
     latent_dim: int = 8,
     belief_dim: int = 64,
     hidden: Sequence[int] = (64,),
+    net: str = "mlp",
     likelihood: str = "gaussian",
     max_skip: int = 4,
     min_context: int = 0,
     skip_input: bool = True,
 ) -> TDVAE:
     """A TD-VAE for sequences of ``data_shape[0]`` frames shaped ``data_shape[1:]``; a Gaussian
-    likelihood learns its scale."""
+    likelihood learns its scale. The frame encoder and decoder are MLPs (``net="mlp"``)."""
+    if net != "mlp":
+        raise ValueError(
+            f"tdvae encodes and decodes frames with MLPs: net must be 'mlp', got {net!r}"
+        )
     if len(data_shape) < 2:
         raise ValueError(
             f"tdvae models sequences: data_shape must be (T, *frame_shape), got {data_shape}"
