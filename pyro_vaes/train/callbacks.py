@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["Callback", "EarlyStopping", "FitState", "History", "KLAnnealing"]
 
@@ -52,7 +52,15 @@ class FitState:
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    A callback that changes the model or the objective while fitting (a schedule writing a
+    weight before each step) declares :attr:`changes_model`: a compiled step
+    (:mod:`pyro_vaes.train.compiled`) would freeze the value it read at capture, so ``fit`` runs
+    such fits eager."""
+
+    #: whether the hooks change what the model or the objective compute
+    changes_model: ClassVar[bool] = False
 
     def on_fit_start(self, state: FitState) -> None: ...
     def on_epoch_start(self, state: FitState) -> None: ...
@@ -125,6 +133,8 @@ class KLAnnealing(Callback):
     References:
         [1] Bowman et al. Generating Sentences from a Continuous Space. CoNLL 2016.
     """
+
+    changes_model = True
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ optimizer per parameter, a parameter-store lookup per parameter per step). An
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from torch import nn
 from pyro_vaes.data.batch import Batch, accepting, call_args, check_batch, num_datapoints
 from pyro_vaes.models.base import parameters_managed
 from pyro_vaes.protocols import Adversarial, Differentiable, NeedsDatasetSize, Objective
+from pyro_vaes.train.compiled import CompiledLoss, CompileWarning, unsupported
 from pyro_vaes.train.structure import (
     Structure,
     check_sites,
@@ -116,6 +118,9 @@ class Step:
     :param optim: see :func:`make_optimizer`.
     :param adversary_optim: the optimizer of an :class:`~pyro_vaes.protocols.Adversarial`
         objective's network (same forms); default Adam, lr 1e-3.
+    :param compile: capture the objective once and compile it (:mod:`pyro_vaes.train.compiled`);
+        where it cannot be, the step runs eager after a one-line
+        :class:`~pyro_vaes.train.compiled.CompileWarning`.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class Step:
         loss: Any = None,
         optim: Any = None,
         adversary_optim: Any = None,
+        compile: bool = False,
     ) -> None:
         self.owners = owners(model, guide)
         if loss is not None and isinstance(loss, _JIT_ELBOS) and self.owners:
@@ -146,12 +152,18 @@ class Step:
         #: datapoints (set by ``fit`` under torch.distributed); ``None``: divide by the batch size
         self.reduce_gradients: Callable[[Sequence[torch.Tensor], int], None] | None = None
         self.adversary_trainable: list[torch.Tensor] = []
+        self.compile = bool(compile)
+        #: the captured and compiled loss, where ``compile`` was asked for and is possible
+        self.compiled: CompiledLoss | None = None
 
     # ------------------------------------------------------------ setup
 
-    def setup(self, batch: Batch, dataset_size: int | None = None) -> Structure:
+    def setup(
+        self, batch: Batch, dataset_size: int | None = None, changes_model: Sequence[str] = ()
+    ) -> Structure:
         """Check that model and guide agree on their latent sites (:func:`check_sites`), trace
-        them on ``batch``, pick the objective and make the optimizers."""
+        them on ``batch``, pick the objective and make the optimizers. ``changes_model`` names
+        the callbacks that change the model while fitting (they keep a compiled step eager)."""
         self.bind_inputs(batch)
         with parameters_managed(self.owners):
             check_sites(self.model, self.guide, batch)
@@ -176,7 +188,32 @@ class Step:
             for key, value in self.adversary.state_dict(keep_vars=True).items():
                 structure.params[f"adversary.{key}"] = value
         self.structure = structure
+        if self.compile:
+            reason = unsupported(self.loss, changes_model)
+            if reason is None:
+                self.compiled = CompiledLoss(self._differentiable_loss, self.buffers())
+            else:
+                warnings.warn(
+                    f"compile=True: {reason}; the step runs eager", CompileWarning, stacklevel=2
+                )
         return structure
+
+    def buffers(self) -> list[torch.Tensor]:
+        """The floating-point tensors of the model that no optimizer steps (running
+        statistics)."""
+        assert self.structure is not None
+        trainable = {id(p) for p in self.structure.trainable} | {
+            id(p) for p in self.adversary_trainable
+        }
+        return [
+            p
+            for p in self.structure.params.values()
+            if p.is_floating_point() and id(p) not in trainable
+        ]
+
+    def _differentiable_loss(self, batch: Batch) -> torch.Tensor:
+        args, kwargs = call_args(batch)
+        return self.loss.differentiable_loss(self.model, self.guide, *args, **kwargs)
 
     def bind_inputs(self, batch: Batch) -> None:
         """Fix the inputs a batch carries; model and guide receive those their signatures take."""
@@ -233,7 +270,7 @@ class Step:
         if reduce is not None and n == 0:
             value = torch.zeros((), device=batch["x"].device)
         elif self.differentiable:
-            value = self.loss.differentiable_loss(self.model, self.guide, *args, **kwargs)
+            value = (self.compiled or self._differentiable_loss)(batch)
             (value if reduce is not None else value / n).backward()
             value = value.detach()
         else:
