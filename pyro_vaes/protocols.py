@@ -37,8 +37,10 @@ __all__ = [
     "Objective",
     "PostTraining",
     "Posterior",
+    "PreTraining",
     "Predicts",
     "Prior",
+    "Sequential",
 ]
 
 
@@ -182,4 +184,25 @@ class PostTraining(Protocol):
 
     def after_fit(self, x: torch.Tensor) -> None:
         """Fit the post-training stage on the training images ``x``."""
+        ...
+
+
+@runtime_checkable
+class Sequential(Protocol):
+    """A model of sequences ``x`` ``(N, T, *frame_shape)`` that imagines their future:
+    ``rollout(prefix, steps)`` continues each sequence of ``prefix`` ``(N, t, *frame_shape)``
+    by ``steps`` frames (likelihood means), ``(N, steps, *frame_shape)``. The CLI's ``sample``
+    draws test sequences continued from their first half."""
+
+    def rollout(self, prefix: torch.Tensor, steps: int) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class PreTraining(Protocol):
+    """A model with a stage fitted before training, on the training data: the DFC-VAE's feature
+    network. :meth:`pyro_vaes.variants.Variant.fit` (and so the CLI) runs it before the fit."""
+
+    def before_fit(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        """Fit the pre-training stage on the training images ``x`` and their labels ``y``
+        (``None`` where the data has none)."""
         ...

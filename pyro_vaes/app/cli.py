@@ -30,7 +30,7 @@ from pyro_vaes.catalogue import variants
 from pyro_vaes.distributions.geometry import Euclidean
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
 from pyro_vaes.models import expost
-from pyro_vaes.protocols import Labelled, Predicts
+from pyro_vaes.protocols import Labelled, Predicts, Sequential
 from pyro_vaes.train import distributed
 from pyro_vaes.train.callbacks import Callback, FitState
 from pyro_vaes.train.distributed import DistributedError, Group
@@ -492,10 +492,21 @@ def _check_sampler(model: Any, run: Path, name: str) -> None:
         )
 
 
+def _rollouts(model: Sequential, config: dict[str, Any], n: int) -> tuple[Any, str, list[str]]:
+    """The first ``n`` test sequences of the run's data, one per row: their first half as
+    observed, then the model's rollout of the rest."""
+    x = runs.prepare_data(config)[0].x_test[:n]
+    seen = x.shape[1] // 2
+    future = model.rollout(x[:, :seen], x.shape[1] - seen).to(x)
+    title = f"{len(x)} test sequences: {seen} frames seen, then {x.shape[1] - seen} rolled out"
+    return torch.cat([x[:, :seen], future], dim=1).flatten(0, 1), title, [""] * len(x)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     run = Path(args.run)
     config = runs.read_config(run)
-    if len(config["data_shape"]) != 3:
+    sequences = variants.registry[config["variant"]].datapoints == "sequences"
+    if len(config["data_shape"]) != (4 if sequences else 3):  # images, or sequences of them
         raise RunFolderError(
             f"{run} was trained on {config['data']!r}, which are not images (shape "
             f"{config['data_shape']}): sample draws image grids"
@@ -505,7 +516,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _check_sampler(model, run, args.sampler)
     torch.manual_seed(args.seed)
     title, rows = f"{args.n} samples", None
-    if isinstance(model, Labelled):
+    if isinstance(model, Sequential):  # test sequences, the second half imagined
+        images, title, rows = _rollouts(model, config, args.n)
+    elif isinstance(model, Labelled):
         k = model.num_classes
         if args.label is not None and not 0 <= args.label < k:
             raise ValueError(f"--label {args.label}: {run} has the labels 0..{k - 1}")
