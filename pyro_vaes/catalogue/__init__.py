@@ -9,6 +9,7 @@ the parts a model is assembled from, and each family module registers its varian
 * :mod:`~pyro_vaes.catalogue.matching`: MMD, sliced Wasserstein and adversarial matching,
 * :mod:`~pyro_vaes.catalogue.deterministic`: RAE, VQ-VAE, the two-stage VAE,
 * :mod:`~pyro_vaes.catalogue.discrete`: Gumbel-softmax codes,
+* :mod:`~pyro_vaes.catalogue.flows`: flow likelihoods conditioned on the code (f-VAE),
 * :mod:`~pyro_vaes.catalogue.hierarchical`: the Ladder VAE and NVAE,
 * :mod:`~pyro_vaes.catalogue.labelled`: conditional and semi-supervised models,
 * :mod:`~pyro_vaes.catalogue.sequential`: models of sequences (TD-VAE).
@@ -19,6 +20,7 @@ from pyro_vaes.catalogue import (  # noqa: F401  (each family registers its vari
     deterministic,
     discrete,
     disentangled,
+    flows,
     hierarchical,
     labelled,
     matching,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from pyro_vaes import guides as _guides  # noqa: F401  (the posteriors register themselves)
 from pyro_vaes import priors as _priors  # noqa: F401  (the priors register themselves)
-from pyro_vaes.catalogue.assembly import build_vae
+from pyro_vaes.catalogue.assembly import build_vae, vae_parts
 from pyro_vaes.catalogue.variants import register
+from pyro_vaes.models.avb import AVB, ImplicitPosterior
 from pyro_vaes.objectives import (
     MMDELBO,
     AdversarialAE,
@@ -13,6 +17,7 @@ from pyro_vaes.objectives import (
     VAEGANLoss,
     imq_kernel,
 )
+from pyro_vaes.objectives.avb import AVBLoss
 
 register(
     "infovae",
@@ -46,3 +51,33 @@ register(
     "Larsen et al. 2016, Autoencoding beyond pixels using a learned similarity metric",
     objective=lambda: VAEGANLoss(lam=1.0),
 )(build_vae)
+
+
+def _avb(
+    data_shape: tuple[int, ...],
+    *,
+    latent_dim: int = 16,
+    noise_dim: int | None = None,
+    posterior_hidden: Sequence[int] = (256,),
+    **options: Any,
+) -> AVB:
+    r"""AVB: the VAE's encoder, decoder, prior and likelihood with the implicit posterior
+    :math:`z = g(h(x), \varepsilon)` (:class:`pyro_vaes.models.avb.ImplicitPosterior`)."""
+    if "posterior" in options:
+        raise ValueError(
+            f"avb's posterior is implicit (z = g(x, eps)); it takes no posterior option, got "
+            f"{options['posterior']!r}"
+        )
+    parts = vae_parts(data_shape, latent_dim=latent_dim, **options)
+    features = parts["encoder"].out_features
+    implicit = ImplicitPosterior(features, latent_dim, noise_dim, posterior_hidden)
+    return AVB(**{**parts, "posterior": implicit})
+
+
+register(
+    "avb",
+    "adversarial variational Bayes: an implicit posterior z = g(x, eps) with a critic T(x, z) "
+    "-> log q(z|x) - log p(z) in place of its density (no adaptive contrast)",
+    "Mescheder et al. 2017, Adversarial Variational Bayes",
+    objective=AVBLoss,
+)(_avb)

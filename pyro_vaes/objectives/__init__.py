@@ -9,6 +9,7 @@ from pyro_vaes.objectives.adversarial import (
     VAEGANLoss,
     permute_dims,
 )
+from pyro_vaes.objectives.avb import AVBLoss
 from pyro_vaes.objectives.combined import CIWAE, PIWAE
 from pyro_vaes.objectives.elbo import ELBO
 from pyro_vaes.objectives.free_bits import FreeBitsELBO, kl_by_dimension
@@ -28,6 +29,7 @@ __all__ = [
     "MMDELBO",
     "PIWAE",
     "TCELBO",
+    "AVBLoss",
     "AdversarialAE",
     "CapacityELBO",
     "FactorVAELoss",
