@@ -290,6 +290,7 @@ def _train_follower(args: argparse.Namespace, group: Group) -> int:
         resume=args.resume,
         seed=config["seed"],
         progress=False,
+        compile=args.compile,
     )
     model.eval()
     test = (splits.x_test, splits.y_test)
@@ -362,6 +363,7 @@ def _train(
             resume=args.resume,
             seed=config["seed"],
             progress=not args.quiet,
+            compile=args.compile,
         )
         model.eval()
         test = (splits.x_test, splits.y_test)
@@ -682,6 +684,13 @@ def parser() -> argparse.ArgumentParser:
         "--device",
         default="auto",
         help="auto, cpu, cuda, cuda:1, ... (default: %(default)s: the GPU where there is one)",
+    )
+    t.add_argument(
+        "--compile",
+        action="store_true",
+        help="capture the objective once and compile it with torch.compile (CUDA graphs on a "
+        "GPU): a cheaper step after a first one of seconds to a minute; objectives it cannot "
+        "capture run eager after a warning (default: off)",
     )
     t.add_argument(
         "--eval-samples",
