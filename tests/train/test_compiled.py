@@ -4,6 +4,7 @@ what cannot be captured runs eager after one warning."""
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 
 import pyro
@@ -195,3 +196,30 @@ def test_a_model_that_decides_in_python_on_every_call_is_caught_by_the_check():
     before = calls[0]
     step(X)
     assert calls[0] == before + 1  # eager from now on: the model runs
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_compiled_step_on_a_gpu_replays_cuda_graphs_and_keeps_each_loss():
+    """On a GPU the compiled step replays CUDA graphs, which reuse their output memory: every
+    step's loss must stay as it was returned."""
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.rand(256, 8))
+    vae = pv.variants.build("vae", (8,), latent_dim=2, hidden=(8,))
+    history = pv.fit(
+        vae.model,
+        vae.guide,
+        x,
+        epochs=3,
+        batch_size=32,
+        device="cuda",
+        progress=False,
+        compile=True,
+        seed=0,
+    )
+    assert len(set(history.loss)) == 3 and all(map(math.isfinite, history.loss))
+    step = Step(vae.model, vae.guide, compile=True)
+    xb = x[:32].cuda()
+    losses = [step(xb) for _ in range(4)]
+    assert step.compiled is not None and step.compiled.active
+    assert len({float(v) for v in losses}) == 4  # four values, not the last one four times
