@@ -20,19 +20,31 @@ exponential moving average of the vectors assigned to each code (the codebook te
 with ``restart_after=n`` a code unused for ``n`` training steps is moved to a random encoder
 output of the current batch.
 
+The code vectors form a sequence of ``P`` positions (an MLP's ``latent_dim`` vectors) or, with
+:class:`GridEncoder` and :class:`GridDecoder`, a convolutional grid of ``h x w`` positions (7x7
+for 28x28 images), each position a ``D``-channel vector quantised on its own, as in the paper.
+The uniform prior over codes is the one the autoencoder trains under; for sampling, the paper fits
+an autoregressive prior over the code indices of the training images afterwards. With a
+:class:`~pyro_vaes.models.code_prior.CodePrior` (a gated PixelCNN over the grid),
+:meth:`VQVAE.after_fit` fits it to the codes of the training images, and the model then scores and
+draws codes under it: :math:`\log p(x) \ge \log p(x \mid e_k) + \log p_\psi(k)`, the bound of a
+point-mass posterior, replaces the :math:`-P \log K` of the uniform prior.
+
 References:
     [1] van den Oord, Vinyals, Kavukcuoglu. Neural Discrete Representation Learning.
     NeurIPS 2017.
     [2] Razavi, van den Oord, Vinyals. Generating Diverse High-Fidelity Images with VQ-VAE-2.
     NeurIPS 2019 (EMA updates).
     [3] Dhariwal et al. Jukebox: A Generative Model for Music. 2020 (restarting dead codes).
+    [4] van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu. Conditional Image
+    Generation with PixelCNN Decoders. NeurIPS 2016 (the prior over codes).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
@@ -43,11 +55,30 @@ from torch.distributions import constraints
 from pyro_vaes.data import batches
 from pyro_vaes.likelihoods import Likelihood
 from pyro_vaes.models.base import BaseModel, data_event_dim
+from pyro_vaes.models.code_prior import CodePrior
 
 _ShapeLike = torch.Size | list[int] | tuple[int, ...]
 _SCALAR = torch.Size()
 
-__all__ = ["VQVAE", "Quantized", "UniformCodebook", "VectorQuantizer", "perplexity"]
+__all__ = [
+    "VQVAE",
+    "Codebook",
+    "GridDecoder",
+    "GridEncoder",
+    "Quantized",
+    "ResidualBlock",
+    "UniformCodebook",
+    "VectorQuantizer",
+    "check_image",
+    "downsampler",
+    "grid_maps",
+    "grid_vectors",
+    "halved",
+    "nearest_code",
+    "perplexity",
+    "quantize_site",
+    "upsampler",
+]
 
 
 def perplexity(indices: torch.Tensor, num_codes: int) -> float:
@@ -59,32 +90,59 @@ def perplexity(indices: torch.Tensor, num_codes: int) -> float:
     return float(torch.exp(-(nz * nz.log()).sum()))
 
 
-class UniformCodebook(dist.TorchDistribution):
-    r"""The uniform prior over codes, in embedding space: each of ``P`` positions takes one of the
-    ``K`` codebook vectors with probability :math:`1/K`. ``log_prob`` is that of the codes the
-    value quantises to, :math:`-P \log K`; ``sample`` draws codebook vectors."""
+def nearest_code(codebook: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The index of the entry of ``codebook`` ``(K, D)`` nearest to each vector of ``z``
+    ``(..., D)``."""
+    flat = z.reshape(-1, codebook.shape[1])
+    d2 = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(1)
+    return d2.argmin(1).reshape(z.shape[:-1])
+
+
+class Codebook(dist.TorchDistribution):
+    r"""A prior over ``P`` code vectors given by a distribution ``indices`` over their code
+    indices (event shape ``(P,)``): ``sample`` draws indices and returns their codebook vectors
+    ``(..., P, D)``; ``log_prob`` of vectors is that of the indices they quantise to (their
+    nearest codebook entries), which is the point-mass posterior's term of the bound.
+
+    :param codebook: ``(K, D)``.
+    :param indices: the distribution of the indices, e.g. a
+        :class:`~pyro_vaes.models.code_prior.CodeGrid` (the learned prior).
+    """
 
     arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
     support = constraints.real_vector
 
+    def __init__(self, codebook: torch.Tensor, indices: dist.TorchDistribution) -> None:
+        if len(indices.event_shape) != 1:
+            raise ValueError(f"indices must have event shape (P,), got {indices.event_shape}")
+        self.codebook, self.indices = codebook, indices
+        self.positions = int(indices.event_shape[0])
+        event = torch.Size((self.positions, codebook.shape[1]))
+        super().__init__(indices.batch_shape, event, validate_args=False)
+
+    def expand(self, batch_shape: _ShapeLike, _instance: object = None) -> Codebook:
+        return Codebook(self.codebook, self.indices.expand(torch.Size(batch_shape)))
+
+    def sample(self, sample_shape: _ShapeLike = _SCALAR) -> torch.Tensor:
+        return self.codebook.detach()[self.indices.sample(torch.Size(sample_shape))]
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return self.indices.log_prob(nearest_code(self.codebook.detach(), value))
+
+
+class UniformCodebook(Codebook):
+    r"""The uniform prior over codes, in embedding space: each of ``P`` positions takes one of the
+    ``K`` codebook vectors with probability :math:`1/K`; ``log_prob`` is :math:`-P \log K`."""
+
     def __init__(
         self, codebook: torch.Tensor, positions: int, batch_shape: _ShapeLike = ()
     ) -> None:
-        self.codebook, self.positions = codebook, positions
-        event = torch.Size((positions, codebook.shape[1]))
-        super().__init__(torch.Size(batch_shape), event, validate_args=False)
+        logits = codebook.new_zeros(positions, codebook.shape[0]).detach()
+        uniform = dist.Categorical(logits=logits).to_event(1)
+        super().__init__(codebook, uniform.expand(torch.Size(batch_shape)))
 
     def expand(self, batch_shape: _ShapeLike, _instance: object = None) -> UniformCodebook:
         return UniformCodebook(self.codebook, self.positions, batch_shape)
-
-    def sample(self, sample_shape: _ShapeLike = _SCALAR) -> torch.Tensor:
-        shape = torch.Size(sample_shape) + self.batch_shape + (self.positions,)
-        k = torch.randint(self.codebook.shape[0], shape, device=self.codebook.device)
-        return self.codebook.detach()[k]
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        shape = value.shape[: value.dim() - 2]
-        return value.new_full(shape, -self.positions * math.log(self.codebook.shape[0]))
 
 
 @dataclass(frozen=True)
@@ -138,13 +196,7 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """The index of the nearest code of each vector ``(..., dim)``."""
-        flat = z.reshape(-1, self.dim)
-        d2 = (
-            flat.pow(2).sum(1, keepdim=True)
-            - 2 * flat @ self.codebook.T
-            + self.codebook.pow(2).sum(1)
-        )
-        return d2.argmin(1).reshape(z.shape[:-1])
+        return nearest_code(self.codebook, z)
 
     def forward(self, z: torch.Tensor) -> Quantized:
         """Quantise ``z`` ``(..., P, dim)``; in training mode also update the EMA codebook and
@@ -180,32 +232,201 @@ class VectorQuantizer(nn.Module):
                 self.idle[dead] = 0
 
 
+def quantize_site(
+    name: str, quantizer: VectorQuantizer, z: torch.Tensor, beta: float, observed: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantise the value ``z`` ``(..., P, D)`` of a latent site inside the data plate: the
+    straight-through codes and the code indices. With data (``observed``) in training mode, the
+    codebook (unless EMA-updated) and ``beta``-weighted commitment errors enter as the factor
+    ``name``; generating (prior draws, codebook vectors already), only the indices are looked up."""
+    if not observed:
+        return z, quantizer.nearest(z)
+    q = quantizer(z)
+    if quantizer.training:
+        vq = q.codebook_loss * (0.0 if quantizer.ema else 1.0)
+        pyro.factor(name, -(vq + beta * q.commitment_loss))
+    return q.codes, q.indices
+
+
+# ------------------------------------------------------------------ convolutional code grids
+
+
+def halved(size: int, steps: int) -> int:
+    """A side of ``size`` after ``steps`` stride-2 convolutions (kernel 3, padding 1): each
+    halves it, rounding up (28 -> 14 -> 7 -> 4)."""
+    for _ in range(steps):
+        size = (size + 1) // 2
+    return size
+
+
+class ResidualBlock(nn.Module):
+    r"""The residual block of the VQ-VAE's encoders and decoders:
+    :math:`h + \mathrm{conv}_{1\times1}(\mathrm{ReLU}(\mathrm{conv}_{3\times3}(\mathrm{ReLU}(h))))`."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        hidden = max(1, channels // 2)
+        self.net = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, channels, 1),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.net(h)
+
+
+def downsampler(c_in: int, channels: int, steps: int) -> nn.Sequential:
+    """``steps`` stride-2 convolutions (each halving the sides, :func:`halved`), a 3x3
+    convolution and a residual block: ``(B, c_in, H, W) -> (B, channels, h, w)``."""
+    layers: list[nn.Module] = []
+    for i in range(steps):
+        layers += [nn.Conv2d(c_in if i == 0 else channels, channels, 3, 2, 1), nn.ReLU()]
+    layers += [nn.Conv2d(channels if steps else c_in, channels, 3, padding=1)]
+    layers += [ResidualBlock(channels), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def upsampler(c_in: int, channels: int, c_out: int, steps: int) -> nn.Sequential:
+    """A 3x3 convolution, a residual block and ``steps`` transposed convolutions (kernel 4,
+    stride 2, each doubling the sides): ``(B, c_in, h, w) -> (B, c_out, 2^s h, 2^s w)``; crop to
+    the size wanted."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, channels, 3, padding=1), ResidualBlock(channels)]
+    for i in range(steps):
+        last = i == steps - 1
+        layers += [nn.ReLU(), nn.ConvTranspose2d(channels, c_out if last else channels, 4, 2, 1)]
+    if not steps:
+        layers += [nn.ReLU(), nn.Conv2d(channels, c_out, 1)]
+    return nn.Sequential(*layers)
+
+
+def check_image(data_shape: Sequence[int], who: str) -> tuple[int, int, int]:
+    """``data_shape`` as ``(C, H, W)``, or an error naming ``who`` needs image data."""
+    shape = tuple(int(s) for s in data_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{who} needs image data (C, H, W), got data_shape {shape}")
+    return shape[0], shape[1], shape[2]
+
+
+def grid_vectors(h: torch.Tensor, batch: torch.Size) -> torch.Tensor:
+    """Feature maps ``(B, D, h, w)`` as code vectors ``(*batch, h * w, D)``, positions in raster
+    order."""
+    return h.permute(0, 2, 3, 1).reshape(*batch, h.shape[2] * h.shape[3], h.shape[1])
+
+
+def grid_maps(z: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Code vectors ``(..., h * w, D)`` as feature maps ``(B, D, h, w)`` (the inverse of
+    :func:`grid_vectors`, the leading dims flattened)."""
+    return z.reshape(-1, *grid, z.shape[-1]).permute(0, 3, 1, 2)
+
+
+class GridEncoder(nn.Module):
+    """Images ``(..., C, H, W)`` to a grid of code vectors, flattened to ``(..., h * w * dim)``:
+    :func:`downsampler` (``steps`` halvings, ``channels`` channels) then a 1x1 convolution to
+    ``dim`` channels. ``grid`` is ``(h, w)``, e.g. 7x7 for 28x28 images and two steps."""
+
+    def __init__(
+        self, data_shape: Sequence[int], dim: int, channels: int = 64, steps: int = 2
+    ) -> None:
+        super().__init__()
+        c, height, width = check_image(data_shape, "GridEncoder")
+        if dim < 1 or channels < 1 or steps < 0:
+            raise ValueError(
+                f"need dim, channels >= 1 and steps >= 0, got {dim}, {channels}, {steps}"
+            )
+        self.data_shape, self.dim = (c, height, width), int(dim)
+        self.grid = (halved(height, steps), halved(width, steps))
+        self.out_features = self.grid[0] * self.grid[1] * self.dim
+        self.net = nn.Sequential(downsampler(c, channels, steps), nn.Conv2d(channels, dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-3:]) != self.data_shape:
+            raise ValueError(
+                f"encoder expects images of shape {self.data_shape}, got a batch of shape "
+                f"{tuple(x.shape)}"
+            )
+        batch = x.shape[:-3]
+        return grid_vectors(self.net(x.reshape(-1, *self.data_shape)), batch).flatten(-2)
+
+
+class GridDecoder(nn.Module):
+    """A grid of code vectors, flattened ``(..., h * w * dim)``, to likelihood parameters
+    ``(..., C, H, W)``: :func:`upsampler` (``steps`` doublings), cropped to ``(H, W)``."""
+
+    def __init__(
+        self,
+        dim: int,
+        data_shape: Sequence[int],
+        channels: int = 64,
+        steps: int = 2,
+    ) -> None:
+        super().__init__()
+        c, height, width = check_image(data_shape, "GridDecoder")
+        self.data_shape, self.dim = (c, height, width), int(dim)
+        self.grid = (halved(height, steps), halved(width, steps))
+        self.net = upsampler(dim, channels, c, steps)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        batch = code.shape[:-1]
+        maps = grid_maps(code.reshape(*batch, -1, self.dim), self.grid)
+        c, height, width = self.data_shape
+        return self.net(maps)[..., :height, :width].reshape(*batch, c, height, width)
+
+
+# ------------------------------------------------------------------ the model
+
+
 class VQVAE(BaseModel):
-    """The VQ-VAE from parts: ``encoder`` ``x -> (..., features)``, a linear map to ``P x D``,
-    the :class:`VectorQuantizer`, and ``decoder`` ``(..., P * D) -> likelihood parameters``.
+    """The VQ-VAE from parts: ``encoder`` ``x -> (..., features)``, a linear map to ``P x D``
+    (or, with ``features=None``, an encoder that gives the ``P x D`` vectors itself, such as
+    :class:`GridEncoder`), the :class:`VectorQuantizer`, and ``decoder``
+    ``(..., P * D) -> likelihood parameters``.
 
     :param beta: the commitment weight (0.25 in the paper).
+    :param code_prior: the learned prior over the ``P`` code indices, fitted by
+        :meth:`after_fit` (``None``: the uniform prior throughout). Its parameters are frozen
+        except while it is fitted, so training the autoencoder leaves them be.
     """
 
     def __init__(
         self,
         encoder: nn.Module,
-        features: int,
+        features: int | None,
         decoder: nn.Module,
         likelihood: Likelihood,
         quantizer: VectorQuantizer,
         positions: int,
         *,
         beta: float = 0.25,
+        code_prior: CodePrior | None = None,
     ) -> None:
         super().__init__()
         if positions < 1 or beta < 0:
             raise ValueError(f"need positions >= 1 and beta >= 0, got {positions}, {beta}")
+        if code_prior is not None and (
+            code_prior.positions != positions or code_prior.num_codes != quantizer.num_codes
+        ):
+            raise ValueError(
+                f"code_prior is over {code_prior.positions} positions of {code_prior.num_codes} "
+                f"codes; the model has {positions} of {quantizer.num_codes}"
+            )
         self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
         self.quantizer, self.positions, self.beta = quantizer, positions, float(beta)
-        self.head = nn.Linear(features, positions * quantizer.dim)
+        dim = positions * quantizer.dim
+        self.head = nn.Linear(features, dim) if features is not None else nn.Identity()
+        self.code_prior = code_prior.requires_grad_(False) if code_prior is not None else None
 
-    def prior(self) -> UniformCodebook:
+    @property
+    def learned_prior(self) -> bool:
+        """Whether codes are scored and drawn under the fitted learned prior."""
+        return self.code_prior is not None and bool(self.code_prior.fitted)
+
+    def prior(self, uniform: bool = False) -> Codebook:
+        """The prior over code vectors: the learned one once fitted (unless ``uniform``), else
+        the uniform one."""
+        if self.code_prior is not None and self.learned_prior and not uniform:
+            return Codebook(self.quantizer.codebook, self.code_prior.distribution())
         return UniformCodebook(self.quantizer.codebook, self.positions)
 
     def encode_vectors(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,19 +435,13 @@ class VQVAE(BaseModel):
         return h.reshape(*h.shape[:-1], self.positions, self.quantizer.dim)
 
     def model(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
-        """Codes from the uniform prior, quantised (with the codebook and commitment errors as a
+        """Codes from the prior, quantised (with the codebook and commitment errors as a
         factor while training) and decoded; ``x=None`` decodes prior draws, which are codebook
         vectors already."""
         self.register_with_pyro()
         with self.data_plate(x, y):
             z = pyro.sample("z", self.prior())
-            codes = z
-            if x is not None:
-                q = self.quantizer(z)
-                if self.training:
-                    vq = q.codebook_loss * (0.0 if self.quantizer.ema else 1.0)
-                    pyro.factor("vq_loss", -(vq + self.beta * q.commitment_loss))
-                codes = q.codes
+            codes, _ = quantize_site("vq_loss", self.quantizer, z, self.beta, x is not None)
             params = self.decoder(codes.flatten(-2))
             pyro.sample("x", self.likelihood(params, data_event_dim(params, z, 2)), obs=x)
 
@@ -239,12 +454,31 @@ class VQVAE(BaseModel):
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The code index of every position of every datapoint, ``(N, P)``."""
-        return torch.cat([self.quantizer.nearest(self.encode_vectors(b)) for b in batches(x, 1000)])
+        device = self.quantizer.codebook.device
+        return torch.cat(
+            [self.quantizer.nearest(self.encode_vectors(b.to(device))) for b in batches(x, 1000)]
+        )
 
     @torch.no_grad()
     def perplexity(self, x: torch.Tensor) -> float:
         """Codebook usage over ``x`` (see :func:`perplexity`)."""
         return perplexity(self.codes(x), self.quantizer.num_codes)
+
+    def after_fit(self, x: torch.Tensor) -> None:
+        """The post-training stage (:class:`~pyro_vaes.protocols.PostTraining`): fit the learned
+        prior to the codes of the training images ``x`` (nothing without one)."""
+        if self.code_prior is not None:
+            self.fit_prior(x)
+
+    def fit_prior(self, x: torch.Tensor, **options: Any) -> VQVAE:
+        """Fit the learned prior to the code indices of ``x`` (:meth:`codes`);
+        ``options`` go to :meth:`CodePrior.fit <pyro_vaes.models.code_prior.CodePrior.fit>`."""
+        if self.code_prior is None:
+            raise ValueError("this VQ-VAE has no learned prior (built with code_prior=None)")
+        was_training = self.training
+        self.code_prior.fit(self.codes(x), **options)
+        self.train(was_training)
+        return self
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,6 +491,12 @@ class VQVAE(BaseModel):
         return self.likelihood.mean(self.decoder(code))
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """``n`` decoded draws of codes from the uniform prior."""
-        return self.decode(self.prior().sample((n,)).flatten(-2))
+    def sample_codes(self, n: int, uniform: bool = False) -> torch.Tensor:
+        """``n`` draws of code vectors ``(n, P, D)`` from :meth:`prior`."""
+        return self.prior(uniform).sample((n,))
+
+    @torch.no_grad()
+    def sample(self, n: int, uniform: bool = False) -> torch.Tensor:
+        """``n`` decoded draws of codes from the learned prior once it is fitted (and not
+        ``uniform``), else from the uniform prior."""
+        return self.decode(self.sample_codes(n, uniform).flatten(-2))
