@@ -129,4 +129,10 @@ class SpectralRegularizedELBO(DifferentiableObjective, pyro.infer.ELBO):
                 "SpectralRegularizedELBO needs the batch x (the first argument of model and "
                 "guide) to weigh the penalty by its number of datapoints"
             )
-        return loss + x.shape[0] * self.lambda_ * self.penalty(owners(model, guide))
+        modules = owners(model, guide)
+        if not modules:
+            raise ValueError(
+                "SpectralRegularizedELBO regularises the layers of the nn.Module that owns the "
+                "model or the guide (a module, or its bound method); it found none"
+            )
+        return loss + x.shape[0] * self.lambda_ * self.penalty(modules)

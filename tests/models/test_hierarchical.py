@@ -273,6 +273,8 @@ def test_spectral_regularisation_adds_lambda_times_the_sum_of_top_singular_value
     torch.testing.assert_close(loss, base + 10 * 0.5 * penalty, rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="lambda_"):
         SpectralRegularizedELBO(lambda_=-1.0)
+    with pytest.raises(ValueError, match="found none"):
+        objective.differentiable_loss(lambda x: model.model(x), lambda x: model.guide(x), x)
     with pytest.raises(TypeError, match="differentiable_loss"):
         SpectralRegularizedELBO(object())
 
