@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch.distributions import MultivariateNormal
 
 import pyro_vaes as pv
 from pyro_vaes.data import sequences, sprites
@@ -37,6 +38,53 @@ def test_oscillator_noise_has_the_stated_sizes():
     assert abs(float(growth) - sp**2) < 0.15 * sp**2 + 3e-3
     residual = osc.x[..., 0] - osc.states[..., 0]
     assert abs(float(residual.std()) - sx) < 0.01 and abs(float(residual.mean())) < 0.01
+
+
+def _oscillator_covariance(period: float, steps: list[int], sp: float, sx: float, v0: float):
+    """Cov(x_i, x_j) = cos(w |i - j|) (v0 + (min(i, j) - 1) sp^2) + [i = j] sx^2 by hand: the
+    rotation keeps an isotropic state covariance isotropic, and the noise adds sp^2 a step."""
+    w = 2 * math.pi / period
+    t = torch.tensor(steps, dtype=torch.float64)
+    lag, first = (t[:, None] - t[None, :]).abs(), torch.minimum(t[:, None], t[None, :])
+    return (w * lag).cos() * (v0 + (first - 1) * sp**2) + sx**2 * torch.eye(len(steps))
+
+
+@pytest.mark.parametrize(("context", "skip"), [(5, 1), (5, 3), (1, 2), (0, 4)])
+def test_the_oscillator_predictive_is_the_gaussian_conditional_mixed_over_periods(context, skip):
+    sp, sx, periods, amplitudes = 0.1, 0.2, (6.0, 10.0), (0.5, 1.5)
+    osc = sequences.harmonic_oscillator(
+        7, 9, periods=periods, amplitudes=amplitudes, process_noise=sp, observation_noise=sx
+    )
+    v0 = (1.5**3 - 0.5**3) / 3 / 2  # E[A^2] / 2 for A uniform on [0.5, 1.5]
+    seen, target = list(range(1, context + 1)), context + skip
+    obs = osc.x[..., 0].double()
+    joint, past = [], []
+    for period in periods:
+        cov = _oscillator_covariance(period, [*seen, target], sp, sx, v0)
+        values = obs[:, [t - 1 for t in [*seen, target]]]
+        joint.append(MultivariateNormal(torch.zeros(len(seen) + 1), cov).log_prob(values))
+        if seen:
+            sub = MultivariateNormal(torch.zeros(len(seen)), cov[:-1, :-1])
+            past.append(sub.log_prob(values[:, :-1]))
+    evidence = torch.stack(past).logsumexp(0) if past else math.log(len(periods))
+    want = torch.stack(joint).logsumexp(0) - evidence
+    got = sequences.oscillator_log_predictive(
+        osc.x, context, skip, periods=periods, amplitudes=amplitudes, process_noise=sp,
+        observation_noise=sx,
+    )  # fmt: skip
+    assert got.shape == (7,) and torch.allclose(got.double(), want, atol=1e-4)
+
+
+def test_the_oscillator_predictive_refuses_bad_arguments():
+    x = torch.zeros(2, 6, 1)
+    with pytest.raises(ValueError, match="context"):
+        sequences.oscillator_log_predictive(x, -1, 1)
+    with pytest.raises(ValueError, match="skip"):
+        sequences.oscillator_log_predictive(x, 2, 0)
+    with pytest.raises(ValueError, match="exceeds"):
+        sequences.oscillator_log_predictive(x, 4, 3)
+    with pytest.raises(ValueError, match="shaped"):
+        sequences.oscillator_log_predictive(torch.zeros(2, 6), 1, 1)
 
 
 def test_sequences_are_deterministic_given_the_seed():

@@ -108,6 +108,19 @@ def test_beliefs_are_causal_and_rollouts_start_from_the_prefix():
     assert m.reconstruct(x).shape == (3, 6, 2) and m.encode(x).shape == (3, 3)
 
 
+def test_the_belief_at_t_depends_on_every_frame_before_t_and_none_after():
+    """p_B(z | b_t) is a function of the whole past x_1 .. x_t: its mean has a gradient with
+    respect to every earlier frame (a belief that saw only the last frame would predict no
+    better than a model of frames), and none with respect to later ones."""
+    m = _model()
+    x = torch.randn(2, 6, 2, requires_grad=True)
+    for t in range(1, 7):
+        (grad,) = torch.autograd.grad(m.belief(m.beliefs(x)[:, t]).mean.sum(), x)
+        seen = grad[:, :t].abs().sum(-1)
+        assert bool((seen > 1e-6).all()), (t, seen)
+        assert torch.equal(grad[:, t:], torch.zeros_like(grad[:, t:]))
+
+
 def test_fixed_pairs_give_the_predictive_log_likelihood():
     """With t1, t2 fixed the importance-sampled bound estimates log p(x_t2 | x_<=t1): it is
     above the one-draw ELBO on average and, for the frame at t2, ignores frames after t2."""
