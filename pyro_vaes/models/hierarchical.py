@@ -51,7 +51,7 @@ Pick = Callable[[int, dist.Normal, Any], torch.Tensor]
 
 
 def precision_weighted(bottom_up: Gaussian, top_down: Gaussian) -> Gaussian:
-    r"""The Ladder VAE's merge of a bottom-up and a top-down Gaussian (eqs. 18-19 of [1]): the
+    r"""The Ladder VAE's merge of a bottom-up and a top-down Gaussian (section 2.2 of [1]): the
     normalised product of the two densities,
 
     .. math::
@@ -72,7 +72,7 @@ def precision_weighted(bottom_up: Gaussian, top_down: Gaussian) -> Gaussian:
 
 
 def residual_normal(prior: Gaussian, delta: Gaussian) -> Gaussian:
-    r"""NVAE's residual normal posterior (eq. 1 of [1]): relative to the prior
+    r"""NVAE's residual normal posterior (section 3.2 of [1]): relative to the prior
     :math:`p = \mathcal N(\mu_p, \sigma_p^2)`,
 
     .. math::
@@ -287,7 +287,7 @@ class LadderVAE(HierarchicalVAE):
     and inference that merges, at every group below the top, the bottom-up estimate
     :math:`(\hat\mu_l, \hat\sigma_l)` of :math:`d_l = \mathrm{MLP}(d_{l-1})` (:math:`d_0 = x`)
     with the *generative* top-down Gaussian at the guide's draw of :math:`z_{l+1}`, by precision
-    weighting (:func:`precision_weighted`, eqs. 17-19 of [1]):
+    weighting (:func:`precision_weighted`):
 
     .. math::
         q(z_L \mid x) = \mathcal N(\hat\mu_L, \hat\sigma_L^2), \qquad
@@ -377,13 +377,13 @@ class NVAE(HierarchicalVAE):
         q(z_l \mid x, z_{>l}) = \mathcal N\big(\mu_p + \Delta\mu(f_l),\;
         (\sigma_p \cdot \Delta\sigma(f_l))^2\big), \qquad f_l = d_l + W_e s,
 
-    the residual normal of :func:`residual_normal` (eq. 1 of [1]), with :math:`f_l` NVAE's
+    the residual normal of :func:`residual_normal` (section 3.2 of [1]), with :math:`f_l` NVAE's
     encoder combiner; :math:`p(z_L) = \mathcal N(0, I)` and :math:`q(z_L \mid x)` from
     :math:`d_L` alone. Scales are :math:`\exp` of soft-clamped log-scales
     (:class:`~pyro_vaes.nets.residual.GaussianHead` ``link="exp"``). The likelihood's
     parameters come from the last state (every group reaches :math:`x`). With
     ``residual=False`` the posterior is :math:`\mathcal N(\Delta\mu, \Delta\sigma^2)`, not tied
-    to the prior (the ablation of [1], table 4).
+    to the prior (the ablation of [1]).
 
     NVAE's other stabilisers belong to the objective and the schedule: spectral regularisation
     (:class:`pyro_vaes.objectives.spectral.SpectralRegularizedELBO`), KL warm-up and KL balancing

@@ -136,7 +136,7 @@ class DenseBlock(nn.Sequential):
 
     References:
         [1] Sønderby, Raiko, Maaløe, Sønderby, Winther. Ladder Variational Autoencoders.
-        NeurIPS 2016 (section 2, the MLP of equations 11-13).
+        NeurIPS 2016 (section 2).
     """
 
     def __init__(self, in_features: int, features: int, layers: int = 2, norm: bool = True) -> None:

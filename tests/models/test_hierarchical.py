@@ -216,7 +216,7 @@ def test_residual_normal_is_the_composed_gaussian_with_nvae_kl():
     loc, scale = residual_normal((mu_p, sigma_p), (d_mu, d_sigma))
     torch.testing.assert_close(loc, mu_p + d_mu)
     torch.testing.assert_close(scale, sigma_p * d_sigma)
-    # NVAE's eq. 2: the KL depends on the prior only through sigma_p
+    # NVAE's closed form: the KL depends on the prior only through sigma_p
     nvae_kl = 0.5 * (d_mu.pow(2) / sigma_p.pow(2) + d_sigma.pow(2) - d_sigma.pow(2).log() - 1)
     q, p = torch.distributions.Normal(loc, scale), torch.distributions.Normal(mu_p, sigma_p)
     torch.testing.assert_close(kl_divergence(q, p), nvae_kl)
