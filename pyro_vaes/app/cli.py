@@ -30,8 +30,8 @@ from pyro_vaes.catalogue import variants
 from pyro_vaes.distributions.geometry import Euclidean
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
 from pyro_vaes.models import expost
-from pyro_vaes.protocols import Labelled, Predicts, Sequential
-from pyro_vaes.train import distributed
+from pyro_vaes.protocols import Labelled, PostTraining, Predicts, Sequential
+from pyro_vaes.train import checkpoint, distributed
 from pyro_vaes.train.callbacks import Callback, FitState
 from pyro_vaes.train.distributed import DistributedError, Group
 from pyro_vaes.train.fit import resolve_device
@@ -365,6 +365,8 @@ def _train(
             progress=not args.quiet,
             compile=args.compile,
         )
+        if isinstance(model, PostTraining):
+            _checkpoint_post_training(model, out)
         model.eval()
         test = (splits.x_test, splits.y_test)
         eval_samples = args.eval_samples or 500
@@ -387,6 +389,21 @@ def _train(
         f"(IWAE, k={eval_samples}); run written to {out}"
     )
     return 0
+
+
+def _checkpoint_post_training(model: Any, out: Path) -> None:
+    """Write what a model's post-training stage fitted (the RAE's ex-post mixture, the VQ-VAEs'
+    learned priors) into the run's checkpoint, which the fit wrote before the stage ran, so that
+    ``load_run`` (``sample``, ``evaluate``, ``report``) restores it."""
+    path = out / runs.CHECKPOINT
+    if not path.exists():
+        return
+    state = checkpoint.load(path)
+    params = state["params"]
+    for key, value in model.state_dict().items():
+        if f"module0.{key}" in params:  # the model is the one module of its model/guide pair
+            params[f"module0.{key}"] = value.detach().cpu()
+    checkpoint.save(state, path)
 
 
 # ------------------------------------------------------------------ evaluate, sample, report

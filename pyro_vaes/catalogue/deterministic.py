@@ -70,7 +70,7 @@ def _vqvae(
     code_prior: str = "uniform",
     prior_channels: int = 32,
     prior_layers: int = 5,
-    prior_epochs: int = 20,
+    prior_epochs: int = 10,
 ) -> VQVAE:
     """A VQ-VAE: ``latent_dim`` code vectors of size ``embedding_dim`` per datapoint, from a
     codebook of ``codes`` entries; with ``grid``, a convolutional code grid instead (one vector
@@ -122,7 +122,7 @@ def _vqvae2(
     code_prior: str = "pixelcnn",
     prior_channels: int = 32,
     prior_layers: int = 5,
-    prior_epochs: int = 20,
+    prior_epochs: int = 10,
 ) -> VQVAE2:
     """A VQ-VAE-2: top and bottom codebooks of ``codes`` entries of size ``latent_dim`` on
     convolutional grids (``channels`` channels; ``hidden`` unused), gated PixelCNN priors

@@ -212,3 +212,41 @@ def test_bad_options_are_refused(digits):
         prior.log_prob(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="unconditional"):
         prior.log_prob(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 1, dtype=torch.long))
+
+
+@pytest.mark.slow
+def test_a_cli_run_keeps_the_fitted_prior(tmp_path):
+    """``train`` writes the learned priors, fitted after the last epoch's checkpoint, into the
+    run's checkpoint: the reloaded run scores and samples under them."""
+    from pyro_vaes.app import cli, runs
+
+    run = tmp_path / "run"
+    argv = ["train", "--variant", "vqvae2", "--net", "conv", "--latent-dim", "4", "--epochs", "1"]
+    assert cli.main([*argv, "--eval-samples", "4", "--quiet", "--out", str(run)]) == 0
+    _, model = runs.load_run(run)
+    assert model.learned_prior
+    assert cli.main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
+
+
+def test_the_run_checkpoint_takes_the_prior_fitted_after_the_last_epoch(digits, tmp_path):
+    from pyro_vaes.app import cli
+    from pyro_vaes.train import checkpoint
+
+    options = {"channels": 8, "latent_dim": 3, "codes": 8, "prior_channels": 8, "prior_layers": 2}
+    model = _vq2(digits, prior_epochs=1)
+    pv.variants.registry["vqvae2"].fit(
+        model, digits.x_train[:200], epochs=1, checkpoint_dir=tmp_path, progress=False
+    )
+    assert model.learned_prior
+    stale = checkpoint.restore(
+        pv.variants.build("vqvae2", digits.shape, **options), tmp_path / "checkpoint.pt"
+    )
+    assert not stale.learned_prior  # written by the fit, before the prior was
+    cli._checkpoint_post_training(model, tmp_path)
+    fresh = pv.variants.build("vqvae2", digits.shape, **options)
+    checkpoint.restore(fresh, tmp_path / "checkpoint.pt")
+    assert fresh.learned_prior
+    k_top, k_bottom = model.codes(digits.x_test[:5])
+    torch.testing.assert_close(
+        fresh.bottom_prior.log_prob(k_bottom, k_top), model.bottom_prior.log_prob(k_bottom, k_top)
+    )
