@@ -21,12 +21,20 @@ def _tdvae(
     hidden: Sequence[int] = (64,),
     net: str = "mlp",
     likelihood: str = "gaussian",
+    scale: float = 0.1,
     max_skip: int = 4,
     min_context: int = 0,
     skip_input: bool = True,
 ) -> TDVAE:
-    """A TD-VAE for sequences of ``data_shape[0]`` frames shaped ``data_shape[1:]``; a Gaussian
-    likelihood learns its scale. The frame encoder and decoder are MLPs (``net="mlp"``)."""
+    r"""A TD-VAE for sequences of ``data_shape[0]`` frames shaped ``data_shape[1:]``; a Gaussian
+    likelihood learns its scale :math:`\sigma`, starting from ``scale``. The frame encoder and
+    decoder are MLPs (``net="mlp"``).
+
+    The small start matters: from :math:`\sigma = 1`, on frames whose spread is about that size,
+    encoding :math:`x_{t_2}` in :math:`z_{t_2}` gains less in :math:`\log p_D` than it costs in
+    the KL terms until the transition predicts, so the first steps switch the beliefs off
+    (:math:`p_B(z \mid b_t)` the same for every history) and training stays at that collapsed
+    point, the marginal of the frames (README, the TD-VAE benchmark)."""
     if net != "mlp":
         raise ValueError(
             f"tdvae encodes and decodes frames with MLPs: net must be 'mlp', got {net!r}"
@@ -35,7 +43,7 @@ def _tdvae(
         raise ValueError(
             f"tdvae models sequences: data_shape must be (T, *frame_shape), got {data_shape}"
         )
-    options = {"learn_scale": True} if likelihood == "gaussian" else {}
+    options = {"learn_scale": True, "scale": scale} if likelihood == "gaussian" else {}
     return TDVAE(
         data_shape[1:],
         data_shape[0],
