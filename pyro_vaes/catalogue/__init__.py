@@ -7,6 +7,8 @@ the parts a model is assembled from, and each family module registers its varian
 * :mod:`~pyro_vaes.catalogue.bounds`: importance-weighted bounds and free bits,
 * :mod:`~pyro_vaes.catalogue.disentangled`: total correlation, DIP, capacity, FactorVAE,
 * :mod:`~pyro_vaes.catalogue.matching`: MMD, sliced Wasserstein and adversarial matching,
+* :mod:`~pyro_vaes.catalogue.perceptual`: perceptual reconstruction terms (MS-SSIM, deep
+  features),
 * :mod:`~pyro_vaes.catalogue.autoregressive`: PixelCNN decoders, with the remedies for
   posterior collapse,
 * :mod:`~pyro_vaes.catalogue.deterministic`: RAE, VQ-VAE, the two-stage VAE,
@@ -27,6 +29,7 @@ from pyro_vaes.catalogue import (  # noqa: F401  (each family registers its vari
     hierarchical,
     labelled,
     matching,
+    perceptual,
     sequential,
     vae,
     variants,

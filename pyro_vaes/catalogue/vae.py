@@ -9,7 +9,6 @@ from pyro_vaes import likelihoods
 from pyro_vaes import priors as _priors  # noqa: F401  (the priors register themselves)
 from pyro_vaes.catalogue.assembly import build_vae, vae_parts
 from pyro_vaes.catalogue.variants import register
-from pyro_vaes.models.msssim_vae import MSSSIMVAE
 from pyro_vaes.models.vae import VAE
 
 _catalogue: list[tuple[str, str, str, dict[str, Any]]] = [
@@ -70,20 +69,6 @@ _catalogue: list[tuple[str, str, str, dict[str, Any]]] = [
 ]
 for _name, _summary, _reference, _defaults in _catalogue:
     register(_name, _summary, _reference, **_defaults)(build_vae)
-
-
-def _msssim_vae(
-    data_shape: tuple[int, ...], *, weight: float | None = None, **options: Any
-) -> MSSSIMVAE:
-    """The VAE's parts with MS-SSIM as the reconstruction term."""
-    return MSSSIMVAE(**vae_parts(data_shape, **options), weight=weight)
-
-
-register(
-    "msssim_vae",
-    "the VAE with lambda (1 - MS-SSIM) as its reconstruction term (lambda: pixels per image)",
-    "Snell et al. 2017, Learning to Generate Images with Perceptual Similarity Metrics",
-)(_msssim_vae)
 
 
 def _logcosh_vae(data_shape: tuple[int, ...], *, sharpness: float = 10.0, **options: Any) -> VAE:

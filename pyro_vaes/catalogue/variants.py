@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader
 from pyro_vaes import guides as _guides  # noqa: F401  (the posteriors register themselves)
 from pyro_vaes import priors as _priors  # noqa: F401  (the priors register themselves)
 from pyro_vaes.catalogue.assembly import networks
-from pyro_vaes.data.batch import as_batch, iterate
+from pyro_vaes.data.batch import Batch, as_batch, iterate
 from pyro_vaes.parts import posteriors, priors
-from pyro_vaes.protocols import PostTraining
+from pyro_vaes.protocols import PostTraining, PreTraining
 from pyro_vaes.registry import Registry
 from pyro_vaes.train.callbacks import Callback, History
 from pyro_vaes.train.fit import fit
@@ -60,24 +60,33 @@ class Variant:
     def fit(self, model: Any, data: Any, **kwargs: Any) -> History:
         """:func:`pyro_vaes.fit` of ``model`` (built by this variant) with the variant's
         objective and schedule; ``kwargs`` go to ``fit`` (extra ``callbacks`` run after the
-        schedule's). A model with a post-training stage
-        (:class:`~pyro_vaes.protocols.PostTraining`) then fits it on the training images."""
+        schedule's). A model with a pre-training stage
+        (:class:`~pyro_vaes.protocols.PreTraining`) first fits it on the training images and
+        labels; one with a post-training stage (:class:`~pyro_vaes.protocols.PostTraining`)
+        then fits it on the training images."""
         loss = self.loss()
         callbacks = [*self.callbacks(model, loss), *kwargs.pop("callbacks", ())]
+        if isinstance(model, PreTraining):
+            batch = _training_batch(data, kwargs.get("transform"))
+            model.before_fit(batch["x"], batch.get("y"))
         history = fit(model.model, model.guide, data, loss=loss, callbacks=callbacks, **kwargs)
         if isinstance(model, PostTraining):
-            model.after_fit(_training_images(data, kwargs.get("transform")))
+            model.after_fit(_training_batch(data, kwargs.get("transform"))["x"])
         return history
 
 
-def _training_images(data: Any, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> Any:
-    """The images of ``data`` (any form :func:`pyro_vaes.fit` takes), as the fit saw them
-    (``transform`` applied once: the codes of binarised images for a Bernoulli model)."""
+def _training_batch(data: Any, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> Batch:
+    """The whole of ``data`` (any form :func:`pyro_vaes.fit` takes) as one batch, its images as
+    the fit saw them (``transform`` applied once: the codes of binarised images for a Bernoulli
+    model)."""
     if isinstance(data, DataLoader):
-        x = torch.cat([batch["x"] for batch in iterate(data, "data")])
+        parts = list(iterate(data, "data"))
+        batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     else:
-        x = as_batch(data)["x"]
-    return transform(x) if transform is not None else x
+        batch = dict(as_batch(data))
+    if transform is not None:
+        batch["x"] = transform(batch["x"])
+    return batch
 
 
 #: variant name -> :class:`Variant`
