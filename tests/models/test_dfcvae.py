@@ -80,6 +80,7 @@ def test_gradients_reach_the_decoder_not_the_frozen_feature_network(grey_digits)
     assert not any(n.startswith("DFCVAE") and "features" in n for n in pyro.get_param_store())
 
 
+@pytest.mark.slow
 def test_any_network_is_a_feature_network_and_is_left_as_it_was(digits):
     """A user's network and layers: no labels needed, no pre-training, its weights unchanged."""
     net = _tiny_net()
@@ -97,6 +98,7 @@ def test_any_network_is_a_feature_network_and_is_left_as_it_was(digits):
     ).all()
 
 
+@pytest.mark.slow
 def test_the_classifier_is_trained_once_before_the_fit_on_the_labels(digits):
     torch.manual_seed(0)
     variant = pv.variants.registry["dfcvae"]
