@@ -78,7 +78,10 @@ class HierarchicalTCELBO(DifferentiableObjective, pyro.infer.ELBO, NeedsDatasetS
     one group of all dimensions the between-group term vanishes and :math:`\gamma` is the
     total-correlation weight of beta-TCVAE; with one dimension per group the within-group terms
     vanish and :math:`\beta` is. With :math:`\alpha = \beta = \gamma = 1` the four pieces add up
-    to :math:`\log q(z \mid x) - \log p(z)` exactly and the objective is the ELBO.
+    to :math:`\log q(z \mid x) - \log p(z)` exactly and the objective is the ELBO. The defaults
+    :math:`\alpha = 1`, :math:`\beta = 6` (the total-correlation weight of the catalogue's
+    ``beta_tcvae``) and :math:`\gamma = 2` are this library's choice; the paper sets the weights
+    per experiment.
 
     The aggregate posterior and its marginals are estimated on the minibatch as in
     :class:`~pyro_vaes.objectives.TCELBO` (minibatch stratified or weighted sampling, the same
