@@ -15,7 +15,7 @@ def _dependence(net: nn.Module, shape: tuple[int, ...], **cond: torch.Tensor) ->
     """``D[i, j]``: output position ``i`` depends on input position ``j`` (raster order), from the
     autograd Jacobian of the network at a random input, summed over channels."""
     x = torch.randn(1, *shape, dtype=torch.float64)
-    jac = jacobian(lambda v: net(v, **cond).flatten(), x)  # (out, 1, C, H, W)
+    jac = jacobian(lambda v: net(v, **cond).flatten(), x, vectorize=True)  # (out, 1, C, H, W)
     n = shape[-2] * shape[-1]
     jac = jac.reshape(-1, n, shape[0], n)  # outputs x channels folded in the first dim
     return jac.abs().sum(dim=(0, 2)) > 0
@@ -179,11 +179,11 @@ def test_the_distribution_normalises(shape):
 
 
 def test_draws_follow_the_distribution_and_the_conditional_means_estimate_the_mean():
-    net = _bernoulli(layers=3)
-    cond_map = torch.randn(2, 2, 2, dtype=torch.float64)  # one condition
+    net = _bernoulli(layers=3).float()
+    cond_map = torch.randn(2, 2, 2)  # one condition
     d = PixelCNNBernoulli(net, cond_map=cond_map)
-    images = _all_images(1, 2, 2)
-    p = d.log_prob(images).exp()
+    images = _all_images(1, 2, 2).float()
+    p = d.log_prob(images).double().exp()
     torch.manual_seed(1)
     n = 5000
     draws = d.sample((n,))
@@ -192,11 +192,12 @@ def test_draws_follow_the_distribution_and_the_conditional_means_estimate_the_me
     freq = torch.bincount(index, minlength=16).double() / n
     sd = (p * (1 - p) / n).sqrt()
     assert ((freq - p).abs() <= 4.5 * sd + 1e-12).all(), (freq, p)
-    exact_mean = (p[:, None, None, None] * images).sum(0)
-    means = d.conditional_means((n,))
-    assert ((means.mean(0) - exact_mean).abs() < 4.5 * means.std(0) / n**0.5 + 1e-12).all()
+    exact_mean = (p[:, None, None, None] * images).sum(0).float()
+    means = d.conditional_means((n // 4,))
+    sd_mean = means.std(0) / (n // 4) ** 0.5
+    assert ((means.mean(0) - exact_mean).abs() < 4.5 * sd_mean + 1e-5).all()
     # the first pixel's probability does not depend on the draw
-    torch.testing.assert_close(means[:, 0, 0, 0], means[:1, 0, 0, 0].expand(n))
+    torch.testing.assert_close(means[:, 0, 0, 0], means[:1, 0, 0, 0].expand(n // 4))
 
 
 def test_the_distribution_batches_broadcasts_and_differentiates():
