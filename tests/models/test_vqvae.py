@@ -1,5 +1,6 @@
 """VQ-VAE: gradients through the straight-through estimator, the codebook loss reaching the
-codebook, batch-size-invariant reduction, EMA updates, dead-code restarts and perplexity."""
+codebook, batch-size-invariant reduction, EMA updates, dead-code restarts, perplexity, and the
+convolutional code grid with the loss under the uniform and under the learned prior."""
 
 from __future__ import annotations
 
@@ -113,3 +114,36 @@ def test_quantizer_refuses_impossible_settings():
         VectorQuantizer(1, 2)
     with pytest.raises(ValueError):
         VectorQuantizer(4, 2, decay=1.0)
+
+
+def test_convolutional_code_grid_and_learned_prior_options(digits):
+    from pyro_vaes.models.code_prior import CodePrior
+    from pyro_vaes.models.vqvae import VQVAE, GridDecoder, GridEncoder
+
+    enc = GridEncoder((1, 28, 28), 5, channels=8)
+    assert enc.grid == (7, 7) and enc(torch.zeros(2, 1, 28, 28)).shape == (2, 7 * 7 * 5)
+    assert GridDecoder(5, (1, 28, 28), channels=8)(torch.zeros(3, 2, 245)).shape == (
+        3,
+        2,
+        1,
+        28,
+        28,
+    )
+    vq = _vq(digits, grid=True, channels=8, code_prior="pixelcnn", prior_layers=2)
+    assert vq.positions == 4 and vq.code_prior.grid == (2, 2)  # 8x8 images, two halvings
+    x = digits.x_test[:10]
+    # before the prior is fitted the model scores under the uniform prior: -P log K per image
+    with torch.no_grad():
+        z_e = vq.encode_vectors(x)
+        e = vq.quantizer.codebook[vq.quantizer.nearest(z_e)]
+        recon = vq.likelihood(vq.decoder(e.flatten(-2)), 3).log_prob(x).sum()
+        sq = (z_e - e).pow(2).sum()
+    uniform = -recon + 1.25 * sq + 10 * 4 * math.log(8)
+    assert ELBO().loss(vq.model, vq.guide, x) == pytest.approx(float(uniform), rel=1e-5)
+    vq.fit_prior(digits.x_train[:200], epochs=1, progress=False)
+    with torch.no_grad():
+        learned = -recon + 1.25 * sq - vq.code_prior.log_prob(vq.codes(x)).sum()
+    assert ELBO().loss(vq.model, vq.guide, x) == pytest.approx(float(learned), rel=1e-5)
+    with pytest.raises(ValueError, match="code_prior"):
+        VQVAE(enc, None, vq.decoder, vq.likelihood, VectorQuantizer(8, 5), 49,
+              code_prior=CodePrior(8, (2, 2)))  # fmt: skip
