@@ -117,7 +117,7 @@ def _vqvae2(
     hidden: Sequence[int] = (),
     likelihood: str = "bernoulli",
     beta: float = 0.25,
-    ema: bool = False,
+    ema: bool = True,
     restart_after: int = 100,
     code_prior: str = "pixelcnn",
     prior_channels: int = 32,
@@ -125,7 +125,8 @@ def _vqvae2(
     prior_epochs: int = 10,
 ) -> VQVAE2:
     """A VQ-VAE-2: top and bottom codebooks of ``codes`` entries of size ``latent_dim`` on
-    convolutional grids (``channels`` channels; ``hidden`` unused), gated PixelCNN priors
+    convolutional grids (``channels`` channels; ``hidden`` unused), updated as moving averages
+    as in the paper (``ema``), gated PixelCNN priors
     (``code_prior="pixelcnn"``; ``"uniform"`` for none) fitted after training."""
     _check_code_prior(code_prior)
     if net != "conv":
@@ -177,8 +178,8 @@ register(
 )(_vqvae)
 register(
     "vqvae2",
-    "VQ-VAE-2: 64-entry top (4x4 for 28x28) and bottom (7x7) codebooks of 16-dim codes, the "
-    "bottom quantised given the top, a decoder reading both; gated PixelCNN priors over the top "
+    "VQ-VAE-2: 64-entry top (4x4 for 28x28) and bottom (7x7) codebooks of 16-dim codes (EMA "
+    "updates), the bottom quantised given the top, a decoder reading both; gated PixelCNN priors over the top "
     "codes and over the bottom codes given the top, fitted after training",
     "Razavi et al. 2019, Generating Diverse High-Fidelity Images with VQ-VAE-2",
 )(_vqvae2)

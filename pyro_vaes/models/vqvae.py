@@ -202,9 +202,9 @@ class VectorQuantizer(nn.Module):
         """Quantise ``z`` ``(..., P, dim)``; in training mode also update the EMA codebook and
         restart dead codes."""
         k = self.nearest(z)
+        e = self.codebook[k]  # the codes as chosen, before this batch's update
         if self.training:
             self._update(z.detach(), k)
-        e = self.codebook[k]
         codebook_loss = (z.detach() - e).pow(2).sum((-1, -2))
         commitment_loss = (z - e.detach()).pow(2).sum((-1, -2))
         return Quantized(z + (e - z).detach(), k, codebook_loss, commitment_loss)

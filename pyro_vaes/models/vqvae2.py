@@ -31,7 +31,10 @@ sites ``z_top`` and ``z_bottom`` as point masses (the bottom computed from the s
 top codes, so the bottom's gradients reach the top encoder); the model draws ``z_top`` from the
 top prior, quantises it, draws ``z_bottom`` from the bottom prior given the top codes, quantises
 it and decodes (:func:`~pyro_vaes.models.vqvae.quantize_site` adds each level's squared errors as
-a factor while training).
+a factor while training). As in the paper, the catalogue's ``vqvae2`` updates its codebooks as
+exponential moving averages of the vectors assigned to them (``ema=True``: the codebook terms
+drop out). The paper's priors are large PixelCNNs with self-attention layers; here they are small
+gated PixelCNNs (5 layers of 32 channels by default), sized for a CPU.
 
 References:
     [1] Razavi, van den Oord, Vinyals. Generating Diverse High-Fidelity Images with VQ-VAE-2.

@@ -19,6 +19,7 @@ from pyro_vaes.objectives import ELBO
 def _vq2(digits, **kw):
     torch.manual_seed(0)
     options = {"latent_dim": 3, "codes": 8, "channels": 8, "prior_channels": 8, "prior_layers": 2}
+    options["ema"] = False
     return pv.variants.build("vqvae2", digits.shape, **{**options, **kw})
 
 
@@ -122,8 +123,12 @@ def test_grids_levels_and_sampling(digits):
     assert not torch.allclose(vq.encode_vectors(x)[1], z_bottom)
 
 
-def test_loss_is_reconstruction_plus_both_levels_vq_terms_and_the_code_priors(digits):
-    vq = _vq2(digits)
+@pytest.mark.parametrize("ema", [False, True])
+def test_loss_is_reconstruction_plus_both_levels_vq_terms_and_the_code_priors(digits, ema):
+    """With EMA updates the codebook term drops out (the codebooks are not trained by
+    gradient); the commitment terms stay."""
+    vq = _vq2(digits, ema=ema)
+    weight = 0.25 if ema else 1.25
     x = digits.x_test[:10]
 
     def expected(log_prior: torch.Tensor) -> float:
@@ -133,16 +138,17 @@ def test_loss_is_reconstruction_plus_both_levels_vq_terms_and_the_code_priors(di
             e_top, e_bottom = vq.top.codebook[k_top], vq.bottom.codebook[k_bottom]
             recon = vq.likelihood(vq.decoder_params(e_top, e_bottom), 3).log_prob(x).sum()
             sq = (z_top - e_top).pow(2).sum() + (z_bottom - e_bottom).pow(2).sum()
-        return float(-recon + (1 + 0.25) * sq - log_prior)
+        return float(-recon + weight * sq - log_prior)
 
-    uniform = -10 * (1 + 4) * math.log(8)
-    assert ELBO().loss(vq.model, vq.guide, x) == pytest.approx(expected(uniform), rel=1e-5)
+    want = expected(-10 * (1 + 4) * math.log(8))  # before the loss moves the EMA codebooks
+    assert ELBO().loss(vq.model, vq.guide, x) == pytest.approx(want, rel=1e-5)
     vq.fit_prior(digits.x_train[:300], epochs=2, progress=False)
     assert vq.learned_prior
     k_top, k_bottom = vq.codes(x)
     with torch.no_grad():
         learned = vq.top_prior.log_prob(k_top) + vq.bottom_prior.log_prob(k_bottom, k_top)
-    assert ELBO().loss(vq.model, vq.guide, x) == pytest.approx(expected(learned.sum()), rel=1e-5)
+    want = expected(learned.sum())
+    assert ELBO().loss(vq.model, vq.guide, x) == pytest.approx(want, rel=1e-5)
     # the uniform prior stays available for comparison
     prior = vq.prior_top(uniform=True)
     assert isinstance(prior, UniformCodebook)
@@ -233,6 +239,7 @@ def test_the_run_checkpoint_takes_the_prior_fitted_after_the_last_epoch(digits, 
     from pyro_vaes.train import checkpoint
 
     options = {"channels": 8, "latent_dim": 3, "codes": 8, "prior_channels": 8, "prior_layers": 2}
+    options["ema"] = False
     model = _vq2(digits, prior_epochs=1)
     pv.variants.registry["vqvae2"].fit(
         model, digits.x_train[:200], epochs=1, checkpoint_dir=tmp_path, progress=False
