@@ -88,8 +88,8 @@ class PixelCNNBernoulli(TorchDistribution):
 
     def _draw(self, sample_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
         """A draw ``x`` in raster order and the probabilities :math:`p(x_i = 1 \\mid x_{<i}, c)`
-        it was drawn with. Row ``r`` is drawn from the network run on rows ``0 .. r`` only (the
-        rows below cannot reach it)."""
+        it was drawn with. The vertical stack runs once per row; the horizontal stacks once per
+        pixel, on that row alone (:meth:`pyro_vaes.nets.pixelcnn.PixelCNN.row_context`)."""
         shape = self._extended_shape(sample_shape)
         lead = len(shape) - 3
         cond, cond_map = self.cond, self.cond_map
@@ -104,9 +104,9 @@ class PixelCNNBernoulli(TorchDistribution):
         _, height, width = self.event_shape
         with torch.no_grad():
             for r in range(height):
-                rows = cond_map[..., : r + 1, :] if cond_map is not None else None
+                context = self.net.row_context(x, r, cond, cond_map)
                 for c in range(width):
-                    logits = self.net(x[..., : r + 1, :], cond, rows)[..., 0, :, r, c]
+                    logits = self.net.row_forward(x[..., r : r + 1, :], context)[..., 0, :, 0, c]
                     probs[..., r, c] = p = torch.sigmoid(logits)
                     x[..., r, c] = torch.bernoulli(p)
         return x, probs

@@ -31,6 +31,8 @@ References:
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -153,7 +155,7 @@ class GatedPixelCNNLayer(nn.Module):
         self.cond_vector = nn.Linear(cond_features, 4 * channels) if cond_features else None
         self.cond_map = nn.Conv2d(cond_channels, 4 * channels, 1) if cond_channels else None
 
-    def _condition(
+    def condition(
         self, cond: torch.Tensor | None, cond_map: torch.Tensor | None
     ) -> torch.Tensor | None:
         """The condition's bias for both stacks, ``(N, 4p, 1 or H, 1 or W)``, or ``None``."""
@@ -165,6 +167,27 @@ class GatedPixelCNNLayer(nn.Module):
             bias = spatial if bias is None else bias + spatial
         return bias
 
+    def vertical_step(
+        self, v: torch.Tensor, bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next vertical stack from ``v`` ``(N, C, H, W)``, and what it gives the horizontal
+        stack: at row ``r``, from the rows above ``r`` only."""
+        v_pre = self.vertical(F.pad(v, (0, 0, self.rows_above, 0)))  # rows r - k//2 .. r
+        above = self.vertical_to_horizontal(_down_shift(v_pre))
+        if bias is not None:
+            v_pre = v_pre + bias.chunk(2, dim=1)[0]
+        return _gate(v_pre), above
+
+    def horizontal_step(
+        self, h: torch.Tensor, above: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The next horizontal stack from ``h`` and the vertical stack's ``above`` (any rows)."""
+        h_pre = self.horizontal(h) + above
+        if bias is not None:
+            h_pre = h_pre + bias.chunk(2, dim=1)[1]
+        h_out = self.horizontal_out(_gate(h_pre))
+        return h_out if self.first else h + h_out
+
     def forward(
         self,
         v: torch.Tensor,
@@ -173,14 +196,9 @@ class GatedPixelCNNLayer(nn.Module):
         cond_map: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The next vertical and horizontal stacks from ``v`` and ``h`` ``(N, C, H, W)``."""
-        v_pre = self.vertical(F.pad(v, (0, 0, self.rows_above, 0)))  # rows r - k//2 .. r
-        h_pre = self.horizontal(h) + self.vertical_to_horizontal(_down_shift(v_pre))
-        bias = self._condition(cond, cond_map)
-        if bias is not None:
-            bias_v, bias_h = bias.chunk(2, dim=1)
-            v_pre, h_pre = v_pre + bias_v, h_pre + bias_h
-        h_out = self.horizontal_out(_gate(h_pre))
-        return _gate(v_pre), h_out if self.first else h + h_out
+        bias = self.condition(cond, cond_map)
+        v, above = self.vertical_step(v, bias)
+        return v, self.horizontal_step(h, above, bias)
 
 
 class PixelCNN(nn.Module):
@@ -286,13 +304,10 @@ class PixelCNN(nn.Module):
         e = self.embedding(x)  # (N, C, H, W, E)
         return e.permute(0, 1, 4, 2, 3).reshape(x.shape[0], -1, *x.shape[2:])
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cond: torch.Tensor | None = None,
-        cond_map: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The parameters ``(..., outputs, C, H, W)`` of each :math:`p(x_i \\mid x_{<i}, c)`."""
+    def _inputs(
+        self, x: torch.Tensor, cond: torch.Tensor | None, cond_map: torch.Tensor | None
+    ) -> tuple[torch.Size, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The batch shape, and ``x`` embedded and the conditions with the batch flattened."""
         if x.dim() < 4 or x.shape[-3] != self.in_channels:
             raise ValueError(
                 f"PixelCNN expects x of shape (..., {self.in_channels}, H, W), got {tuple(x.shape)}"
@@ -315,8 +330,56 @@ class PixelCNN(nn.Module):
                     f"{tuple(cond_map.shape)}"
                 )
             cond_map = cond_map.expand(*batch, *expected).reshape(-1, *expected)
-        v = h = self._embed(x.reshape(-1, c, height, width))
+        return batch, self._embed(x.reshape(-1, c, height, width)), cond, cond_map
+
+    def _gated(self) -> list[GatedPixelCNNLayer]:
+        return cast(list[GatedPixelCNNLayer], list(self.layers))
+
+    def _output(self, h: torch.Tensor, batch: torch.Size) -> torch.Tensor:
+        out = self.head(h)
+        return out.reshape(*batch, self.outputs, self.in_channels, *h.shape[-2:])
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        cond_map: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The parameters ``(..., outputs, C, H, W)`` of each :math:`p(x_i \\mid x_{<i}, c)`."""
+        batch, v, cond, cond_map = self._inputs(x, cond, cond_map)
+        h = v
         for layer in self.layers:
             v, h = layer(v, h, cond, cond_map)
-        out = self.head(h)
-        return out.reshape(*batch, self.outputs, c, height, width)
+        return self._output(h, batch)
+
+    def row_context(
+        self,
+        x: torch.Tensor,
+        row: int,
+        cond: torch.Tensor | None = None,
+        cond_map: torch.Tensor | None = None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """What each layer's horizontal stack receives at row ``row`` from the rows above it and
+        from the condition, computed once per row for :meth:`row_forward` (drawing a row pixel
+        by pixel then runs the horizontal stacks on that row alone). Rows of ``x`` from ``row``
+        on are ignored."""
+        if cond_map is not None:
+            cond_map = cond_map[..., : row + 1, :]
+        _, v, cond, cond_map = self._inputs(x[..., : row + 1, :], cond, cond_map)
+        context: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        for layer in self._gated():
+            bias = layer.condition(cond, cond_map)
+            v, above = layer.vertical_step(v, bias)
+            context.append((above[..., -1:, :], None if bias is None else bias[..., -1:, :]))
+        return context
+
+    def row_forward(
+        self, x_row: torch.Tensor, context: list[tuple[torch.Tensor, torch.Tensor | None]]
+    ) -> torch.Tensor:
+        """The output ``(..., outputs, C, 1, W)`` at one row from that row's values ``x_row``
+        ``(..., C, 1, W)`` and its :meth:`row_context`: equal to :meth:`forward`'s row."""
+        batch = x_row.shape[:-3]
+        h = self._embed(x_row.reshape(-1, *x_row.shape[-3:]))
+        for layer, (above, bias) in zip(self._gated(), context, strict=True):
+            h = layer.horizontal_step(h, above, bias)
+        return self._output(h, batch)

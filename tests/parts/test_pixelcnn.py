@@ -219,3 +219,16 @@ def test_the_distribution_batches_broadcasts_and_differentiates():
         PixelCNNBernoulli(net)
     with pytest.raises(ValueError, match="support"):
         PixelCNNBernoulli(net, cond_map=cond_map, validate_args=True).log_prob(x + 0.5)
+
+
+@pytest.mark.parametrize("row", [0, 2, 4])
+def test_a_row_from_its_context_equals_the_full_pass(row):
+    """Drawing computes the rows above once per row and then only the row itself: the same
+    numbers as a pass over the whole image."""
+    torch.manual_seed(0)
+    net = PixelCNN(2, channels=8, layers=3, cond_features=3, cond_channels=2).double()
+    x = torch.randn(4, 2, 5, 6, dtype=torch.float64)
+    cond, cond_map = torch.randn(4, 3).double(), torch.randn(4, 2, 5, 6).double()
+    context = net.row_context(x, row, cond, cond_map)
+    out = net.row_forward(x[..., row : row + 1, :], context)
+    torch.testing.assert_close(out, net(x, cond, cond_map)[..., row : row + 1, :])
