@@ -163,7 +163,7 @@ class PixelCNN(Likelihood):
         channels: int = 1,
         cond_channels: int | None = None,
         hidden_channels: int = 32,
-        layers: int = 5,
+        layers: int = 3,
         kernel_size: int = 3,
         condition_every_layer: bool = False,
     ) -> None:

@@ -29,7 +29,7 @@ def pixelcnn_vae_parts(
     *,
     cond_channels: int | None = None,
     pixelcnn_channels: int = 32,
-    pixelcnn_layers: int = 5,
+    pixelcnn_layers: int = 3,
     kernel_size: int = 3,
     skip: bool = False,
     gamma: float = 0.5,
@@ -93,7 +93,7 @@ _PIXELVAE = "Gulrajani et al. 2017, PixelVAE; van den Oord et al. 2016, Conditio
 
 register(
     "pixelcnn_vae",
-    "the VAE with a gated PixelCNN likelihood (5 layers of 32 channels) conditioned on the "
+    "the VAE with a gated PixelCNN likelihood (3 layers of 32 channels) conditioned on the "
     "decoder's map in its first layer",
     _PIXELVAE,
 )(pixelcnn_vae)
