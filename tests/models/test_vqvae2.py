@@ -16,6 +16,16 @@ from pyro_vaes.models.vqvae import UniformCodebook
 from pyro_vaes.objectives import ELBO
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The PixelCNNs' convolutions over a few code positions are far too small to share out:
+    on two threads with the other core busy they run ten times slower than on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _vq2(digits, **kw):
     torch.manual_seed(0)
     options = {"latent_dim": 3, "codes": 8, "channels": 8, "prior_channels": 8, "prior_layers": 2}
