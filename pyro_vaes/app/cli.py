@@ -85,7 +85,7 @@ TRAIN_OPTIONS: dict[str, tuple[str, Any]] = {
     "lr": ("--lr", 1e-3),
     "latent_dim": ("--latent-dim", 16),
     "hidden": ("--hidden", [512]),
-    "net": ("--net", "mlp"),
+    "net": ("--net", None),
     "likelihood": ("--likelihood", "bernoulli"),
     "beta": ("--beta", None),
     "prior": ("--prior", None),
@@ -100,8 +100,8 @@ TRAIN_OPTIONS: dict[str, tuple[str, Any]] = {
 #: what runs written before an option existed did: their value on ``--resume``
 _BEFORE_RECORDED = {"val_fraction": 0.0}
 #: model options always saved; the others (``None`` by default) are saved only when given
-_MODEL_ALWAYS = ("latent_dim", "net", "likelihood", "hidden")
-_MODEL_OPTIONAL = ("beta", "prior", "posterior", "flow_steps", "components", "curvature")
+_MODEL_ALWAYS = ("latent_dim", "likelihood", "hidden")
+_MODEL_OPTIONAL = ("net", "beta", "prior", "posterior", "flow_steps", "components", "curvature")
 #: options of the config's top level that a resumed run must keep
 _RUN_KEYS = ("variant", "data", "binarize", "batch_size", "lr", "seed", "val_fraction")
 
@@ -674,7 +674,12 @@ def parser() -> argparse.ArgumentParser:
         type=_positive_int,
         nargs="+",
     )
-    option("net", "encoder and decoder networks: MLP or convolutional", choices=["mlp", "conv"])
+    option(
+        "net",
+        "encoder and decoder networks: MLP, convolutional, or the MLP decoder with skip "
+        "connections from z",
+        choices=sorted(variants.networks),
+    )
     option("likelihood", "p(x | z)", choices=sorted(likelihoods.registry))
     option("beta", "weight of the KL term, >= 0 (beta_vae's is 4)", type=_non_negative_float)
     option("prior", "p(z), replacing the variant's", choices=sorted(variants.priors))

@@ -169,3 +169,18 @@ def test_run_pictures_reconstruct_a_conditional_model_with_the_images_labels(tmp
     cli._pictures(model, splits, tmp_path)
     assert torch.equal(seen[0], splits.y_test[:32])
     assert (tmp_path / "reconstructions.png").stat().st_size > 1000
+
+
+def test_a_variant_keeps_its_own_networks_unless_net_is_given(tmp_path):
+    """skip_vae's decoder is the skip MLP: train must not replace it with the plain MLP."""
+    from pyro_vaes import nets
+    from pyro_vaes.app import runs
+
+    args = ["train", "--variant", "skip_vae", "--epochs", "1", "--hidden", "16", "--latent-dim",
+            "2", "--eval-samples", "2", "--val-fraction", "0", "--quiet"]  # fmt: skip
+    assert cli.main([*args, "--out", str(tmp_path / "skip")]) == 0
+    _, model = runs.load_run(tmp_path / "skip")
+    assert isinstance(model.decoder, nets.SkipMLPDecoder)
+    assert cli.main([*args, "--net", "mlp", "--out", str(tmp_path / "plain")]) == 0
+    config, model = runs.load_run(tmp_path / "plain")
+    assert config["options"]["net"] == "mlp" and not isinstance(model.decoder, nets.SkipMLPDecoder)
