@@ -20,7 +20,7 @@ Reported on the test images (no choice is made on them):
 * -ELBO and NLL (the IWAE bound with ``--num-samples`` draws) on the first ``--eval-size``
   test images, in nats; the -ELBO on as many validation images as well.
 
-    OMP_NUM_THREADS=1 python bench/collapse.py --data-root ../shared/data
+    OMP_NUM_THREADS=1 python bench/collapse.py --data-root ../shared/data --epochs 3
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", nargs="+", default=VARIANTS, choices=sorted(pv.variants.registry))
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--train-size", type=int, default=2400, help="training images used")
+    p.add_argument("--train-size", type=int, default=None, help="default: all of them")
     p.add_argument("--latent-dim", type=int, default=16)
     p.add_argument("--pixelcnn-layers", type=int, default=3)
     p.add_argument("--pixelcnn-channels", type=int, default=32)
