@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from torch.distributions import constraints
 
 from pyro_vaes import data, likelihoods
 from pyro_vaes.analysis import evaluate, plots
@@ -112,6 +113,17 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _binary(likelihood: str) -> bool:
+    """Whether the likelihood registered as ``likelihood`` scores binary data (its declared
+    support): its training images are then binarised by default."""
+    entry = likelihoods.registry[likelihood]
+    return (
+        isinstance(entry, type)
+        and issubclass(entry, likelihoods.Likelihood)
+        and (entry.support is constraints.boolean)
+    )
+
+
 def _train_config(
     args: argparse.Namespace, saved: dict[str, Any] | None, source: Path
 ) -> dict[str, Any]:
@@ -143,8 +155,7 @@ def _train_config(
         "options": options,
         "data": value("data"),
         "data_root": value("data_root"),
-        "binarize": value("binarize")
-        or ("dynamic" if options["likelihood"] == "bernoulli" else "none"),
+        "binarize": value("binarize") or ("dynamic" if _binary(options["likelihood"]) else "none"),
         "epochs": value("epochs"),
         "batch_size": value("batch_size"),
         "lr": value("lr"),
@@ -693,7 +704,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         choices=sorted(BINARIZE),
         help="dynamic: a fresh binary draw of each training image every epoch; static: one "
-        "draw; none: the intensities (default: dynamic for the Bernoulli likelihood, else none)",
+        "draw; none: the intensities (default: dynamic for a likelihood of binary pixels, else none)",
     )
     option("seed", "seed of the initial weights, the data order and the draws", type=int)
     option(
