@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from pyro_vaes.nets.pixelcnn import PixelCNN
+from pyro_vaes.nets import pixelcnn
 
 __all__ = ["PixelCNNBernoulli"]
 
@@ -50,7 +50,7 @@ class PixelCNNBernoulli(TorchDistribution):
 
     def __init__(
         self,
-        net: PixelCNN,
+        net: pixelcnn.PixelCNN,
         cond: torch.Tensor | None = None,
         cond_map: torch.Tensor | None = None,
         image_size: tuple[int, int] | None = None,

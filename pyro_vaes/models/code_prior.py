@@ -38,7 +38,7 @@ from torch import nn
 from torch.distributions import constraints
 from tqdm.auto import tqdm
 
-from pyro_vaes.nets.pixelcnn import PixelCNN
+from pyro_vaes.nets import pixelcnn
 
 __all__ = ["CodeGrid", "CodePrior"]
 
@@ -108,7 +108,7 @@ class CodePrior(nn.Module):
                 nn.Upsample(size=self.grid, mode="nearest"),
                 nn.Conv2d(channels, channels, 3, padding=1),
             )
-        self.net = PixelCNN(
+        self.net = pixelcnn.PixelCNN(
             1,
             channels=channels,
             layers=layers,
