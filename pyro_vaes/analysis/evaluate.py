@@ -25,7 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pyro
 import torch
+from pyro.poutine.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from pyro_vaes.data.batch import (
@@ -167,6 +169,7 @@ def scores(
     """
     check_positive(num_samples=num_samples, chunk_size=chunk_size, batch_size=batch_size)
     out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    validate = is_validation_enabled()
     with evaluating(model, guide, data) as ev:
         model, guide = ev.model, ev.guide
         nesting, data_dim = ev.layout(batch_size)
@@ -183,7 +186,14 @@ def scores(
                 sum_lik = x.new_zeros(x.shape[0])
                 for start in range(0, num_samples, chunk_size):
                     n = min(chunk_size, num_samples - start)
-                    log_w, log_lik = log_weights(model, guide, args, kwargs, n, nesting, data_dim)
+                    # Pyro's checks (data in the support, parameters valid) read every value of
+                    # a site, expanded over the draws: once per batch, on its first chunk, is
+                    # enough (the data does not change between chunks), and saves a fifth of
+                    # the time
+                    with pyro.validation_enabled(validate and start == 0):
+                        log_w, log_lik = log_weights(
+                            model, guide, args, kwargs, n, nesting, data_dim
+                        )
                     lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
                     sum_w += log_w.sum(0)
                     sum_lik += log_lik.sum(0)

@@ -79,3 +79,18 @@ def test_model_without_data_plate_is_refused():
 def test_bad_num_samples(x, bad):
     with pytest.raises(ValueError, match="num_samples"):
         evaluate.log_likelihood(model, rough_guide, x, num_samples=bad)
+
+
+def test_data_outside_the_support_is_refused_in_any_batch(digits, small_vae):
+    """Pyro's checks run once per batch (on its first chunk of draws), not once per chunk: a
+    grey pixel in the second batch is still refused for the Bernoulli likelihood."""
+    x = digits.x_test[:150].clone()
+    x[120, 0, 3, 3] = 0.5
+    with pytest.raises(ValueError, match="support"):
+        evaluate.log_likelihood(
+            small_vae.model, small_vae.guide, x, 20, chunk_size=5, batch_size=100, progress=False
+        )
+    ll = evaluate.log_likelihood(
+        small_vae.model, small_vae.guide, x[:100], 20, chunk_size=5, progress=False
+    )
+    assert ll.shape == (100,) and torch.isfinite(ll).all()
