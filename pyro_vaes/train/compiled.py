@@ -155,7 +155,12 @@ class CompiledLoss:
                 graph = make_fx(flat)(*batch.values())
         except Exception as err:  # a model make_fx cannot trace runs eager
             start.restore()
-            self._give_up(f"the loss cannot be captured ({type(err).__name__}: {_first_line(err)})")
+            why = (
+                "the model reads a tensor's value in Python (data-dependent control flow)"
+                if "_local_scalar_dense" in str(err) or "data-dependent" in str(err)
+                else f"{type(err).__name__}: {_first_line(err)}"
+            )
+            self._give_up(f"the loss cannot be captured ({why})")
             return
         graph.graph.eliminate_dead_code()
         graph.recompile()
