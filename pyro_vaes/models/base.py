@@ -30,6 +30,7 @@ from pyro.params import param_with_module_name
 from torch import nn
 
 from pyro_vaes.distributions.geometry import Euclidean, Geometry
+from pyro_vaes.models.data_plate import DataPlate
 
 __all__ = ["BaseModel", "data_event_dim", "parameters_managed"]
 
@@ -95,10 +96,11 @@ class BaseModel(nn.Module):
                 pyro.param(param_with_module_name(name, key), value)
 
     @staticmethod
-    def data_plate(x: torch.Tensor | None, y: torch.Tensor | None = None) -> pyro.plate:
-        """The plate of the datapoints: one per row of ``x``, else of ``y``, else one."""
+    def data_plate(x: torch.Tensor | None, y: torch.Tensor | None = None) -> DataPlate:
+        """The plate ``"data"`` of the datapoints (a :class:`DataPlate`): one per row of ``x``,
+        else of ``y``, else one."""
         size = x.shape[0] if x is not None else y.shape[0] if y is not None else 1
-        return pyro.plate("data", size)
+        return DataPlate("data", size)
 
     def require_x(self, x: torch.Tensor | None) -> torch.Tensor:
         """``x``, or a clear error for a guide called without data."""

@@ -111,7 +111,7 @@ class ConditionalVAE(BaseModel):
         :math:`p(x \\mid z)`) for each datapoint."""
         self.register_with_pyro()
         y = self.labels(x, y)
-        with pyro.plate("data", y.shape[0]):
+        with self.data_plate(None, y):
             z = pyro.sample("z", self.prior(y))
             params = self.params(z, y)
             pyro.sample("x", self.likelihood(params, data_event_dim(params, z, 1)), obs=x)
@@ -121,7 +121,7 @@ class ConditionalVAE(BaseModel):
         self.register_with_pyro()
         x = self.require_x(x)
         y = self.labels(x, y)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             pyro.sample("z", self.q(x, y))
 
     def q(self, x: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:

@@ -226,7 +226,7 @@ class HierarchicalVAE(BaseModel):
         :math:`z_1 \\sim q(z_1 \\mid x, z_{>1})` along the top-down path."""
         self.register_with_pyro()
         x = self.require_x(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             features = self.bottom_up(self._flat(x))
 
             def pick(level: int, p: dist.Normal, state: Any) -> torch.Tensor:

@@ -105,7 +105,7 @@ class JointVAE(BaseModel):
         self.register_with_pyro()
         x = self.require_x(x)
         normal, logits = self._posteriors(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             if normal is not None:
                 pyro.sample("z", normal.to_event(1))
             pyro.sample("c", Concrete(self._tau(), logits=logits).to_event(1))

@@ -117,7 +117,7 @@ class M2(BaseModel):
         known = cast(torch.BoolTensor, y != MISSING)
         prior_y = dist.Categorical(logits=torch.zeros(self.num_classes, device=y.device))
         z_prior = dist.Normal(torch.zeros(self.latent_dim, device=y.device), 1.0).to_event(1)
-        with pyro.plate("data", y.shape[0]):
+        with self.data_plate(None, y):
             if x is None:  # generating: the labels given are observed, the missing ones drawn
                 label = pyro.sample("y", prior_y, obs=y.clamp_min(0), obs_mask=known)
             else:  # the guide holds the known labels (see the class docstring)
@@ -136,7 +136,7 @@ class M2(BaseModel):
         self.register_with_pyro()
         x = self.require_x(x)
         y = self.labels(x, y)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             label = pyro.sample("y", self.q_y(x, y), infer={"enumerate": "parallel"})
             pyro.sample("z", self.q_z(x, label))
 

@@ -330,7 +330,7 @@ class TDVAE(BaseModel):
         self.register_with_pyro()
         x = self.require_x(x)
         b = self.beliefs(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             t1, t2 = self._pair(x, t1, t2)
             b1, b2 = self._at(b, t1), self._at(b, t2)
             z2 = pyro.sample("z2", self.belief(b2))

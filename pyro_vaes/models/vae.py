@@ -101,7 +101,7 @@ class VAE(BaseModel):
         """:math:`z \\sim q(z \\mid x)` for each datapoint of the batch."""
         self.register_with_pyro()
         x = self.require_x(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             h = self.encoder(x)
             with self._kl_weight():
                 pyro.sample("z", self.posterior(h))

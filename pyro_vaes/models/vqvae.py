@@ -448,7 +448,7 @@ class VQVAE(BaseModel):
     def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> None:
         self.register_with_pyro()
         x = self.require_x(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             pyro.sample("z", dist.Delta(self.encode_vectors(x), event_dim=2))
 
     @torch.no_grad()

@@ -227,7 +227,7 @@ class VQVAE2(BaseModel):
         self.register_with_pyro()
         x = self.require_x(x)
         z_top, z_bottom = self.encode_vectors(x)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             pyro.sample("z_top", dist.Delta(z_top, event_dim=2))
             pyro.sample("z_bottom", dist.Delta(z_bottom, event_dim=2))
 
