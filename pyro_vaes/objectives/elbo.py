@@ -1,6 +1,6 @@
 """The evidence lower bound with closed-form KL terms where they are registered, and the traces
 and mixin the other objectives share. The terms and their scale/mask rule are in
-:mod:`pyro_vaes.objectives.terms`."""
+:mod:`pyro_vaes.objectives.terms`, the traces in :mod:`pyro_vaes.objectives.traces`."""
 
 from __future__ import annotations
 
@@ -9,24 +9,12 @@ from typing import Any
 
 import pyro.infer
 import torch
-from pyro import poutine
 from pyro.poutine.trace_struct import Trace
-from pyro.poutine.util import prune_subsample_sites
 
 from pyro_vaes.objectives.terms import kl, latent_site, log_likelihood, negative_elbo, weigh
+from pyro_vaes.objectives.traces import traces
 
 __all__ = ["ELBO", "DifferentiableObjective", "negative_elbo", "reconstruction_and_kl", "traces"]
-
-
-def traces(
-    model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
-) -> tuple[Trace, Trace]:
-    """One draw of the guide and the model replayed against it (plate sites pruned)."""
-    guide_tr = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
-    model_tr = prune_subsample_sites(
-        poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args, **kwargs)
-    )
-    return model_tr, guide_tr
 
 
 def reconstruction_and_kl(
@@ -97,7 +85,9 @@ class ELBO(DifferentiableObjective, pyro.infer.ELBO):
     def differentiable_loss(
         self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        total = sum(
-            negative_elbo(*traces(model, guide, args, kwargs)) for _ in range(self.num_particles)
-        )
-        return total / self.num_particles  # type: ignore[operator]
+        total = negative_elbo(*traces(model, guide, args, kwargs))
+        if self.num_particles == 1:
+            return total
+        for _ in range(self.num_particles - 1):
+            total = total + negative_elbo(*traces(model, guide, args, kwargs))
+        return total / self.num_particles

@@ -116,6 +116,10 @@ def _sample_sites(trace: Trace) -> dict[str, Site]:
     return {name: s for name, s in trace.nodes.items() if s["type"] == "sample"}
 
 
+def _latent_sites(trace: Trace) -> list[Site]:
+    return [s for s in trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]]
+
+
 def latent_site(model_tr: Trace, guide_tr: Trace, name: str) -> Site:
     """The guide's site ``name``, once checked to be a latent site of the model too, with the same
     scale and mask on both sides: the site whose weight the objectives apply to that latent's
@@ -234,11 +238,11 @@ def log_density_terms(model_tr: Trace, guide_tr: Trace, weight: Weigh = weigh) -
 
 
 def total(terms: Iterable[Term]) -> torch.Tensor:
-    """The sum of ``terms`` over every entry."""
-    out = torch.zeros(())
+    """The sum of ``terms`` over every entry (a zero for no terms)."""
+    out: torch.Tensor | None = None
     for t in terms:
-        out = out + t.loss.sum()
-    return out
+        out = t.loss.sum() if out is None else out + t.loss.sum()
+    return torch.zeros(()) if out is None else out
 
 
 def negative_elbo(model_tr: Trace, guide_tr: Trace, without: Collection[str] = ()) -> torch.Tensor:
@@ -249,8 +253,11 @@ def negative_elbo(model_tr: Trace, guide_tr: Trace, without: Collection[str] = (
     ``without`` are left out (for objectives that put terms of their own in their place). Guide
     sites with a score-function part add :func:`score_surrogate`."""
     terms = elbo_terms(model_tr, guide_tr)
-    kept = {name: t for name, t in terms.items() if name not in without}
-    return total(kept.values()) + score_surrogate(guide_tr, kept.values())
+    kept = [t for name, t in terms.items() if name not in without]
+    value = total(kept)
+    if any(_has_score_part(q["fn"]) for q in _latent_sites(guide_tr)):
+        value = value + score_surrogate(guide_tr, kept)
+    return value
 
 
 def _has_score_part(fn: Any) -> bool:
@@ -277,8 +284,8 @@ def score_surrogate(guide_tr: Trace, terms: Iterable[Term]) -> torch.Tensor:
     """
     out = torch.zeros(())
     terms = list(terms)
-    for q in _sample_sites(guide_tr).values():
-        if q["is_observed"] or not _has_score_part(q["fn"]):
+    for q in _latent_sites(guide_tr):
+        if not _has_score_part(q["fn"]):
             continue
         score = q["fn"].score_parts(q["value"]).score_function
         if not isinstance(score, torch.Tensor):
