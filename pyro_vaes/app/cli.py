@@ -302,6 +302,7 @@ def _train_follower(args: argparse.Namespace, group: Group) -> int:
         seed=config["seed"],
         progress=False,
         compile=args.compile,
+        capture=not args.eager,
     )
     model.eval()
     test = (splits.x_test, splits.y_test)
@@ -375,6 +376,7 @@ def _train(
             seed=config["seed"],
             progress=not args.quiet,
             compile=args.compile,
+            capture=not args.eager,
         )
         if isinstance(model, PostTraining):
             _checkpoint_post_training(model, out)
@@ -724,6 +726,12 @@ def parser() -> argparse.ArgumentParser:
         help="capture the objective once and compile it with torch.compile (CUDA graphs on a "
         "GPU): a cheaper step after a first one of seconds to a minute; objectives it cannot "
         "capture run eager after a warning (default: off)",
+    )
+    t.add_argument(
+        "--eager",
+        action="store_true",
+        help="run Pyro's handlers on every step; by default a long fit captures the objective's "
+        "tensor operations once and replays them (the same losses, a cheaper step)",
     )
     t.add_argument(
         "--eval-samples",

@@ -1,5 +1,6 @@
-r"""A compiled loss: the objective of one step captured once as a graph of tensor operations and
-compiled, for :func:`pyro_vaes.fit` ``(..., compile=True)`` and :class:`~pyro_vaes.train.Step`.
+r"""A captured loss: the objective of one step captured once as a graph of tensor operations and
+replayed (the default of :func:`pyro_vaes.fit` and :class:`~pyro_vaes.train.Step` on long fits)
+or compiled (``compile=True``).
 
 Pyro evaluates a model through a stack of effect handlers, in Python, on every call: plates,
 traces, replay, the distributions' constructors. For a small network that bookkeeping, not the
@@ -12,16 +13,22 @@ issue the same tensor operations every time. :class:`CompiledLoss` therefore
    reach the graph) and the random draws as nodes of the graph (fresh noise on every call);
 2. **checks** the graph against the eager loss, both run from the same random state and the
    same buffers, and refuses a graph that disagrees;
-3. **compiles** it with :func:`torch.compile` (inductor, which fuses the elementwise work;
-   with ``mode="reduce-overhead"`` on a GPU, which replays the kernels as CUDA graphs).
-
-The loss and its gradients are those of the eager path; only the random numbers differ (inductor
-draws its own), so a test compares them with ``torch._inductor.config.fallback_random`` on.
+3. **replays** it as it is (:func:`replay`: the same kernels in the same order as the eager
+   path, so the same losses and gradients bit for bit, without Pyro's handlers), or
+   **compiles** it with :func:`torch.compile` (inductor, which fuses the elementwise work;
+   with ``mode="reduce-overhead"`` on a GPU, which replays the kernels as CUDA graphs). The
+   compiled loss and gradients equal the eager ones to rounding; only the random numbers differ
+   (inductor draws its own), so a test compares them with
+   ``torch._inductor.config.fallback_random`` on.
 
 What a capture freezes is what Python decides while the model runs: the values of plain
 attributes it reads (``VAE.beta``) and shapes. Python branches on tensor values cannot be
 captured at all (tracing refuses to read a value: the vMF's rejection sampler, say). Hence:
 
+* the plain attributes of the model's modules and of the objective, and which tensor each
+  parameter and buffer slot holds, are guarded (:class:`PythonState`): where one has changed
+  since the capture (a schedule that is not declared, a user's assignment), every later step
+  runs eager;
 * batches of another shape than the first (the last, shorter batch of an epoch) run eager;
 * objectives without ``differentiable_loss``, adversarial objectives, and schedules that change
   the model or the objective while fitting (:attr:`pyro_vaes.train.callbacks.Callback.changes_model`)
@@ -43,12 +50,13 @@ from typing import Any
 
 import pyro
 import torch
+from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from pyro_vaes.data.batch import Batch
 from pyro_vaes.protocols import Adversarial, Differentiable
 
-__all__ = ["CompileWarning", "CompiledLoss", "unsupported"]
+__all__ = ["CompileWarning", "CompiledLoss", "PythonState", "replay", "unsupported"]
 
 Signature = tuple[tuple[str, tuple[int, ...], torch.dtype, torch.device], ...]
 
@@ -68,6 +76,56 @@ def unsupported(loss: Any, changes_model: Iterable[str] = ()) -> str | None:
     if names:
         return f"{', '.join(names)} change(s) the model while fitting"
     return None
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, _PLAIN) or (
+        isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value)
+    )
+
+
+def _guarded(value: Any) -> bool:
+    return _plain(value) or isinstance(value, torch.Tensor)
+
+
+class PythonState:
+    """The Python-side state a captured graph may have read, to tell when it no longer holds:
+    every plain attribute (``bool``, ``int``, ``float``, ``str``, ``None`` and tuples of them)
+    of ``objects`` and of every submodule of those that are ``nn.Module``\\ s, and which tensor
+    each tensor attribute, parameter and buffer slot holds (the graph keeps those tensors by
+    reference). Not guarded: global variables, closures, and values inside mutable containers.
+
+    :param objects: the model's modules and the objective.
+    """
+
+    def __init__(self, objects: Iterable[Any]) -> None:
+        self.entries: list[tuple[str, dict[str, Any], str, Any]] = []
+        for obj in objects:
+            parts = obj.named_modules() if isinstance(obj, nn.Module) else [("", obj)]
+            for path, part in parts:
+                label = ".".join(n for n in (type(obj).__name__, path) if n)
+                attrs: dict[str, Any] = getattr(part, "__dict__", {})
+                self.entries += [(label, attrs, k, v) for k, v in attrs.items() if _guarded(v)]
+                if isinstance(part, nn.Module):
+                    for slots in (part._parameters, part._buffers):
+                        self.entries += [(label, slots, k, t) for k, t in slots.items()]
+
+    def changed(self) -> str | None:
+        """The first attribute or slot that no longer holds its captured value, or ``None``."""
+        missing = object()
+        for label, attrs, key, value in self.entries:
+            now = attrs.get(key, missing)
+            if now is not value and not (_plain(value) and now == value):
+                return f"{label}.{key}"
+        return None
+
+
+def replay(graph: torch.fx.GraphModule) -> Callable[..., torch.Tensor]:
+    """The captured graph run as it is: the eager kernels, without Pyro's handlers."""
+    return graph
 
 
 def _signature(batch: Batch) -> Signature:
@@ -94,16 +152,23 @@ class _State:
 
 
 class CompiledLoss:
-    """``loss_fn(batch)`` (a differentiable scalar), captured on the first batch it sees,
-    checked against ``loss_fn`` and compiled (see the module docstring). Batches of another
-    signature, and every batch after a fallback, run ``loss_fn`` itself.
+    """``loss_fn(batch)`` (a differentiable scalar), captured once, checked against ``loss_fn``
+    and compiled (see the module docstring). The first ``warmup`` calls run ``loss_fn`` itself;
+    the capture takes the next batch shaped as the first one. Batches of another signature, and
+    every batch after a fallback, run ``loss_fn``.
 
     :param loss_fn: the eager loss of a batch.
     :param buffers: the tensors the loss may change in place (running statistics), restored
         around the capture and the check.
     :param compiler: ``graph -> callable``; default :func:`torch.compile` (``mode=
-        "reduce-overhead"`` on CUDA). ``lambda g: g`` runs the captured graph uncompiled.
+        "reduce-overhead"`` on CUDA); :func:`replay` runs the captured graph as it is.
     :param rtol: the relative tolerance of the check.
+    :param state: the objects whose Python state the graph freezes (:class:`PythonState`),
+        guarded on every call.
+    :param warmup: the calls that run eager before the capture (a capture costs about as much
+        as some tens of eager steps).
+    :param warn: announce a fallback with a :class:`CompileWarning` (when compiling was asked
+        for); otherwise the fallback is silent and :attr:`fallback` says why.
     """
 
     def __init__(
@@ -112,14 +177,22 @@ class CompiledLoss:
         buffers: Sequence[torch.Tensor] = (),
         compiler: Callable[[torch.fx.GraphModule], Callable[..., torch.Tensor]] | None = None,
         rtol: float = 1e-4,
+        state: Iterable[Any] = (),
+        warmup: int = 0,
+        warn: bool = True,
     ) -> None:
         self.loss_fn = loss_fn
         self.buffers = list(buffers)
         self.compiler = compiler
         self.rtol = rtol
+        self.objects = list(state)
+        self.warmup = warmup
+        self.warn = warn
+        self.calls = 0
         self.signature: Signature | None = None
         self.graph: torch.fx.GraphModule | None = None
         self.compiled: Callable[..., torch.Tensor] | None = None
+        self.state: PythonState | None = None
         #: why the loss runs eager, once it has fallen back
         self.fallback: str | None = None
 
@@ -129,11 +202,20 @@ class CompiledLoss:
         return self.compiled is not None and self.fallback is None
 
     def __call__(self, batch: Batch) -> torch.Tensor:
-        if self.fallback is None and self.signature is None:
+        if self.compiled is None and self.fallback is None:
+            self.calls += 1
+            if self.signature is None:
+                self.signature = _signature(batch)
+            if self.calls <= self.warmup or _signature(batch) != self.signature:
+                return self.loss_fn(batch)
             self._capture(batch)
         if not self.active or _signature(batch) != self.signature:
             return self.loss_fn(batch)
-        assert self.compiled is not None
+        assert self.compiled is not None and self.state is not None
+        moved = self.state.changed()
+        if moved is not None:
+            self._give_up(f"{moved} changed after the capture")
+            return self.loss_fn(batch)
         try:
             value = self.compiled(*batch.values())
         except Exception as err:  # any compiler error: fall back, as documented
@@ -144,7 +226,7 @@ class CompiledLoss:
 
     def _capture(self, batch: Batch) -> None:
         keys = tuple(batch)
-        self.signature = _signature(batch)
+        self.state = PythonState(self.objects)
 
         def flat(*tensors: torch.Tensor) -> torch.Tensor:
             return self.loss_fn(dict(zip(keys, tensors, strict=True)))
@@ -168,11 +250,11 @@ class CompiledLoss:
             start.restore()
             eager = self.loss_fn(batch)
             start.restore()
-            replay = graph(*batch.values())
+            replayed = graph(*batch.values())
             start.restore()
-        if not torch.allclose(replay, eager, rtol=self.rtol, atol=self.rtol):
+        if not torch.allclose(replayed, eager, rtol=self.rtol, atol=self.rtol):
             self._give_up(
-                f"the captured loss ({float(replay):.6g}) differs from the eager one "
+                f"the captured loss ({float(replayed):.6g}) differs from the eager one "
                 f"({float(eager):.6g}): the model decides something in Python from its data"
             )
             return
@@ -181,7 +263,10 @@ class CompiledLoss:
 
     def _give_up(self, reason: str) -> None:
         self.fallback = reason
-        warnings.warn(f"compile=True: {reason}; the step runs eager", CompileWarning, stacklevel=4)
+        if self.warn:
+            warnings.warn(
+                f"compile=True: {reason}; the step runs eager", CompileWarning, stacklevel=4
+            )
 
 
 def _default_compiler(device: torch.device) -> Callable[[torch.fx.GraphModule], Any]:

@@ -74,6 +74,7 @@ def fit(
     progress: bool = True,
     distributed: bool | Distributed | None = None,
     compile: bool = False,
+    capture: bool = True,
 ) -> History:
     r"""Fit ``model`` and ``guide`` to ``data`` by stochastic variational inference.
 
@@ -121,6 +122,11 @@ def fit(
         graphs on a GPU; :mod:`pyro_vaes.train.compiled`): the same loss and gradients, a
         cheaper step once compiled (a first step of seconds to a minute). Objectives and
         schedules it cannot capture run eager after a one-line warning.
+    :param capture: after :data:`~pyro_vaes.train.step.CAPTURE_AFTER` eager steps, replay the
+        objective's captured tensor operations without Pyro's handlers: the same losses and
+        gradients bit for bit, a cheaper step on small networks; for model/guide methods of
+        ``nn.Module``\ s, where the capture is possible (:class:`~pyro_vaes.train.Step`).
+        ``False``: Pyro's handlers run on every step.
     :returns: the :class:`~pyro_vaes.callbacks.History` of all epochs (resumed ones included).
     :raises ValueError: for impossible settings, and for a model and guide that disagree on their
         latent sites or their shapes (naming the site); :class:`~pyro_vaes.errors.DataError` for
@@ -154,7 +160,7 @@ def fit(
         pyro.set_rng_seed(seed)
     shuffle_gen = torch.Generator().manual_seed(shared_seed)
 
-    step = Step(model, guide, loss, optim, adversary_optim, compile=compile)
+    step = Step(model, guide, loss, optim, adversary_optim, compile=compile, capture=capture)
     for module in step.owners:
         module.to(dev)
     train = prepare(data, "data", dev)
