@@ -37,6 +37,7 @@ from pyro_vaes.train.callbacks import Callback, FitState
 from pyro_vaes.train.distributed import DistributedError, Group
 from pyro_vaes.train.fit import resolve_device
 from pyro_vaes.train.loggers import CSVLogger, TensorBoard
+from pyro_vaes.train.step import CAPTURE_AFTER
 
 #: what ``main`` reports in one line (exit code 2) instead of a traceback
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -730,8 +731,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--eager",
         action="store_true",
-        help="run Pyro's handlers on every step; by default a long fit captures the objective's "
-        "tensor operations once and replays them (the same losses, a cheaper step)",
+        help=f"run Pyro's handlers on every step (default: off: after its first {CAPTURE_AFTER} "
+        "steps a fit captures the objective's tensor operations once and replays them, with the same "
+        "losses and a cheaper step)",
     )
     t.add_argument(
         "--eval-samples",

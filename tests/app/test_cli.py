@@ -86,6 +86,7 @@ def test_train_validates_on_a_split_of_the_training_data_never_the_test_set(tmp_
 
     def fit(self, model, data, **kwargs):
         seen["train"], seen["val"] = data[0], kwargs["val_data"]
+        seen["capture"] = kwargs["capture"]
         raise ValueError("stop here")
 
     monkeypatch.setattr(variants.Variant, "fit", fit)
@@ -101,9 +102,12 @@ def test_train_validates_on_a_split_of_the_training_data_never_the_test_set(tmp_
     # the validation images are binarised once, like the test images
     assert set(val.unique().tolist()) == {0.0, 1.0}
 
+    assert seen["capture"] is True  # long fits replay their captured step by default
+
     seen.clear()
-    assert cli.main([*args, "--val-fraction", "0"]) == 2
+    assert cli.main([*args, "--val-fraction", "0", "--eager"]) == 2
     assert seen["val"] is None and len(seen["train"]) == 1437
+    assert seen["capture"] is False
 
 
 @pytest.mark.slow
