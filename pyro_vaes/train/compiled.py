@@ -7,12 +7,17 @@ traces, replay, the distributions' constructors. For a small network that bookke
 arithmetic, is most of a step. Yet for a fixed model, objective and batch shape the handlers
 issue the same tensor operations every time. :class:`CompiledLoss` therefore
 
-1. **captures** the objective's ``differentiable_loss`` on the first batch with
-   :func:`torch.fx.experimental.proxy_tensor.make_fx`: the operations the handlers issue, with
-   the parameters and buffers kept by reference (so optimizer updates and running statistics
-   reach the graph) and the random draws as nodes of the graph (fresh noise on every call);
-2. **checks** the graph against the eager loss, both run from the same random state and the
-   same buffers, and refuses a graph that disagrees;
+1. **captures** the objective's ``differentiable_loss`` once with
+   :func:`torch.fx.experimental.proxy_tensor.make_fx`, above autograd (``pre_dispatch``): the
+   operations the handlers issue, with the parameters and buffers kept by reference (so
+   optimizer updates and running statistics reach the graph), the random draws as nodes of the
+   graph (fresh noise on every call), and ``detach`` and ``no_grad`` regions as they are (the
+   gradient routing of PIWAE, the straight-through estimator, EMA updates; a capture below
+   autograd would turn a ``detach`` into an alias and let gradients through);
+2. **checks** the graph: it refuses what it would freeze wrongly (an operation whose output's
+   shape depends on the data, such as ``nonzero`` or a boolean mask; a tensor that a gradient
+   taken inside the loss computed while capturing), and compares it with the eager loss, both
+   run from the same random state and the same buffers;
 3. **replays** it as it is (:func:`replay`: the same kernels in the same order as the eager
    path, so the same losses and gradients bit for bit, without Pyro's handlers), or
    **compiles** it with :func:`torch.compile` (inductor, which fuses the elementwise work;
@@ -34,8 +39,9 @@ captured at all (tracing refuses to read a value: the vMF's rejection sampler, s
   the model or the objective while fitting (:attr:`pyro_vaes.train.callbacks.Callback.changes_model`)
   are not captured: the step runs eager, with a one-line :class:`CompileWarning`
   (:func:`unsupported` says why);
-* a capture that fails (data-dependent control flow), or disagrees with the eager loss (Python
-  state that moves on every call), or fails to compile, falls back in the same way.
+* a capture that fails (data-dependent control flow), is refused by the checks, disagrees with
+  the eager loss (Python state that moves on every call), or fails to compile, falls back in
+  the same way.
 
 References:
     [1] Ansel et al. PyTorch 2: Faster Machine Learning Through Dynamic Python Bytecode
@@ -51,6 +57,7 @@ from typing import Any
 import pyro
 import torch
 from torch import nn
+from torch._ops import OpOverload
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from pyro_vaes.data.batch import Batch
@@ -234,7 +241,8 @@ class CompiledLoss:
         start = _State(self.buffers, batch["x"].device)
         try:  # the checks of Pyro's validation read values; setup ran them on the first batch
             with pyro.validation_enabled(False):
-                graph = make_fx(flat)(*batch.values())
+                # above autograd (pre-dispatch): detach and no_grad regions stay in the graph
+                graph = make_fx(flat, pre_dispatch=True)(*batch.values())
         except Exception as err:  # a model make_fx cannot trace runs eager
             start.restore()
             why = (
@@ -246,11 +254,16 @@ class CompiledLoss:
             return
         graph.graph.eliminate_dead_code()
         graph.recompile()
-        with torch.no_grad(), pyro.validation_enabled(False):
+        frozen = _frozen(graph)
+        if frozen is not None:
             start.restore()
-            eager = self.loss_fn(batch)
+            self._give_up(f"the loss cannot be captured (a capture would freeze {frozen})")
+            return
+        with pyro.validation_enabled(False):  # with gradients, as every replay runs
             start.restore()
-            replayed = graph(*batch.values())
+            eager = self.loss_fn(batch).detach()
+            start.restore()
+            replayed = graph(*batch.values()).detach()
             start.restore()
         if not torch.allclose(replayed, eager, rtol=self.rtol, atol=self.rtol):
             self._give_up(
@@ -267,6 +280,48 @@ class CompiledLoss:
             warnings.warn(
                 f"compile=True: {reason}; the step runs eager", CompileWarning, stacklevel=4
             )
+
+
+#: operations whose output's shape depends on their input's values (a capture records the shape
+#: of the capturing batch, and Python code that reads it, ``len(torch.nonzero(...))``, runs once)
+_DATA_DEPENDENT = {
+    "aten.nonzero",
+    "aten.argwhere",
+    "aten.masked_select",
+    "aten.unique",
+    "aten._unique",
+    "aten._unique2",
+    "aten.unique_dim",
+    "aten.unique_consecutive",
+    "aten.bincount",
+    "aten.repeat_interleave",
+    "aten.histc",
+}
+
+
+def _frozen(graph: torch.fx.GraphModule) -> str | None:
+    """What ``graph`` froze that must not be frozen, or ``None``: an operation whose output
+    shape depends on the data (a boolean mask as an index included), or a tensor computed
+    while capturing that carries its own autograd history (a gradient taken inside the loss,
+    ``torch.autograd.grad``, ran outside the graph and would be replayed stale)."""
+    for node in graph.graph.nodes:
+        if node.op == "get_attr":
+            value = getattr(graph, str(node.target))
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                return "a tensor with a gradient history of the capturing step (autograd.grad?)"
+        if node.op != "call_function":
+            continue
+        target = node.target
+        name = str(target.overloadpacket if isinstance(target, OpOverload) else target)
+        if name in _DATA_DEPENDENT:
+            return f"{name}, whose output's shape depends on the data"
+        if name in ("aten.index", "aten.index_put", "aten.index_put_"):
+            indices = node.args[1] if len(node.args) > 1 else ()
+            for index in indices or ():
+                value = index.meta.get("val") if isinstance(index, torch.fx.Node) else None
+                if isinstance(value, torch.Tensor) and value.dtype == torch.bool:
+                    return f"{name} with a boolean mask, whose output's shape depends on the data"
+    return None
 
 
 def _default_compiler(device: torch.device) -> Callable[[torch.fx.GraphModule], Any]:

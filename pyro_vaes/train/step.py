@@ -224,17 +224,13 @@ class Step:
         return structure
 
     def buffers(self) -> list[torch.Tensor]:
-        """The floating-point tensors of the model that no optimizer steps (running
-        statistics)."""
+        """The tensors of the model that no optimizer steps (running statistics, codebook
+        counters), of any dtype."""
         assert self.structure is not None
         trainable = {id(p) for p in self.structure.trainable} | {
             id(p) for p in self.adversary_trainable
         }
-        return [
-            p
-            for p in self.structure.params.values()
-            if p.is_floating_point() and id(p) not in trainable
-        ]
+        return [p for p in self.structure.params.values() if id(p) not in trainable]
 
     def _differentiable_loss(self, batch: Batch) -> torch.Tensor:
         args, kwargs = call_args(batch)

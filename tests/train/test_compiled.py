@@ -53,7 +53,7 @@ def _eager_and_captured(name, **options):
 
 
 @pytest.mark.parametrize(
-    "name", ["vae", "bn_vae", "iwae", "beta_tcvae", "vamp", "vae_iaf", "free_bits_vae"]
+    "name", ["vae", "bn_vae", "iwae", "piwae", "beta_tcvae", "vamp", "vae_iaf", "free_bits_vae"]
 )
 def test_the_captured_loss_has_the_eager_value_gradients_and_buffers(name):
     (v1, g1, b1), (v2, g2, b2) = _eager_and_captured(name)
