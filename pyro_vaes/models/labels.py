@@ -82,8 +82,11 @@ def sample_labels(
 def one_hot(y: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tensor:
     """The one-hot code of labels ``y`` (shaped like the batch dims of ``like``, or
     broadcastable to them: draws of ``z`` carry particle dims in front), as ``like``'s dtype,
-    expanded to ``like.shape[:-1] + (num_classes,)``."""
-    code = F.one_hot(y.clamp_min(0), num_classes).to(like.dtype)
+    expanded to ``like.shape[:-1] + (num_classes,)``. (A scatter, not ``F.one_hot``, which reads
+    the labels' largest value back to check it: the labels are checked once, before training,
+    and the step stays free of host reads, so it can be captured.)"""
+    code = like.new_zeros(*y.shape, num_classes)
+    code.scatter_(-1, y.clamp_min(0).unsqueeze(-1), 1.0)
     return code.expand(*like.shape[:-1], num_classes)
 
 
