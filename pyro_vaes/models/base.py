@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 
 import pyro
@@ -32,25 +32,37 @@ from torch import nn
 from pyro_vaes.distributions.geometry import Euclidean, Geometry
 from pyro_vaes.models.data_plate import DataPlate
 
-__all__ = ["BaseModel", "data_event_dim", "parameters_managed"]
+__all__ = ["BaseModel", "data_event_dim", "inputs_checked", "parameters_managed"]
 
 _names = itertools.count()
 _managed: ContextVar[frozenset[int]] = ContextVar(
     "pyro_vaes_parameters_managed", default=frozenset()
 )
+_checked: ContextVar[frozenset[int]] = ContextVar("pyro_vaes_inputs_checked", default=frozenset())
 
 
 @contextmanager
-def parameters_managed(modules: Iterable[nn.Module]) -> Iterator[None]:
+def _including(var: ContextVar[frozenset[int]], modules: Iterable[nn.Module]) -> Iterator[None]:
+    token = var.set(var.get() | {id(m) for m in modules})
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
+def parameters_managed(modules: Iterable[nn.Module]) -> AbstractContextManager[None]:
     """Within this context ``modules`` do not register their parameters with Pyro's parameter
     store: the caller (:func:`pyro_vaes.fit`) has collected and optimises them itself. Models it
     does not know of (called from inside a plain function, say) register as usual, so the
     caller finds their parameters through the ``param`` sites."""
-    token = _managed.set(_managed.get() | {id(m) for m in modules})
-    try:
-        yield
-    finally:
-        _managed.reset(token)
+    return _including(_managed, modules)
+
+
+def inputs_checked(modules: Iterable[nn.Module]) -> AbstractContextManager[None]:
+    """Within this context ``modules`` skip their own checks of the inputs on every call
+    (labels in range): the caller (:func:`pyro_vaes.fit`) has checked every batch before it
+    reaches them. Those checks read values back to the host, which a captured step cannot do."""
+    return _including(_checked, modules)
 
 
 def data_event_dim(params: torch.Tensor, code: torch.Tensor, code_event_dim: int) -> int:
@@ -101,6 +113,11 @@ class BaseModel(nn.Module):
         else of ``y``, else one."""
         size = x.shape[0] if x is not None else y.shape[0] if y is not None else 1
         return DataPlate("data", size)
+
+    @property
+    def inputs_checked(self) -> bool:
+        """Whether the caller has checked the inputs already (:func:`inputs_checked`)."""
+        return id(self) in _checked.get()
 
     def require_x(self, x: torch.Tensor | None) -> torch.Tensor:
         """``x``, or a clear error for a guide called without data."""

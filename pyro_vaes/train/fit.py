@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from pyro_vaes.data.batch import Batch, check_batch, iterate, num_datapoints
 from pyro_vaes.errors import CheckpointError, DataError, TrainingDiverged
-from pyro_vaes.models.base import parameters_managed
+from pyro_vaes.models.base import inputs_checked, parameters_managed
 from pyro_vaes.protocols import Labelled
 from pyro_vaes.train import checkpoint as ckpt
 from pyro_vaes.train.batches import Batches, prepare
@@ -224,7 +224,11 @@ def fit(
         for cb in active:
             cb.on_fit_start(state)
         try:
-            with pyro.validation_enabled(False), parameters_managed(step.owners):
+            with (
+                pyro.validation_enabled(False),
+                parameters_managed(step.owners),
+                inputs_checked(step.owners),  # _check_data and _check_labels did
+            ):
                 for epoch in range(start_epoch, epochs + 1):
                     state.epoch = epoch
                     for cb in active:
@@ -333,7 +337,10 @@ def _check_data(
                 _check_part(part, offset, observed, fn, bs.name)
                 offset += num_datapoints(part)
         else:
-            bs.check = functools.partial(_check_part, observed=observed, transform=fn, name=bs.name)
+            labelled = [m for m in step.owners if isinstance(m, Labelled)]
+            bs.check = functools.partial(
+                _check_part, observed=observed, transform=fn, name=bs.name, labelled=labelled
+            )
     if val_batches is not None:
         first = val_batches.first()
         step.bind_inputs(first)
@@ -348,8 +355,8 @@ def _check_data(
 def _check_labels(batches: Batches, val_batches: Batches | None, models: list[Any]) -> None:
     """The labels of all the data, for models that take them
     (:class:`~pyro_vaes.protocols.Labelled`), before anything runs: each bad label named by
-    its index in the dataset. An unsized stream's labels are checked by the model batch by
-    batch as they come."""
+    its index in the dataset. An unsized stream's labels are checked batch by batch as they
+    come (:func:`_check_part`)."""
     labelled = [m for m in models if isinstance(m, Labelled)]
     for bs in (batches, val_batches) if labelled else ():
         if bs is None:
@@ -365,13 +372,17 @@ def _check_labels(batches: Batches, val_batches: Batches | None, models: list[An
             continue
         offset = 0
         for part in parts:
-            y, rows = part.get("y"), num_datapoints(part)
-            for model in labelled:
-                try:
-                    model.check_labels(None if y is None else y.cpu(), rows, offset)
-                except DataError as err:
-                    raise DataError(f"{bs.name}: {err}") from None
-            offset += rows
+            _check_part_labels(part, offset, labelled, bs.name)
+            offset += num_datapoints(part)
+
+
+def _check_part_labels(part: Batch, offset: int, labelled: Iterable[Any], name: str) -> None:
+    y = part.get("y")
+    for model in labelled:
+        try:
+            model.check_labels(None if y is None else y.cpu(), num_datapoints(part), offset)
+        except DataError as err:
+            raise DataError(f"{name}: {err}") from None
 
 
 def _sized(dataset: Any) -> bool:
@@ -388,11 +399,14 @@ def _check_part(
     observed: dict[str, Any],
     transform: Callable[[torch.Tensor], torch.Tensor] | None,
     name: str,
+    labelled: Iterable[Any] = (),
 ) -> None:
-    """Finiteness and supports of ``part``, rows ``offset`` onwards of a dataset."""
+    """Finiteness, supports and labels (of ``labelled`` models) of ``part``, rows ``offset``
+    onwards of a dataset."""
     check_batch(part, name, offset)
     x = part["x"] if transform is None else transform(part["x"].cpu())
     check_support(x, observed, name, offset)
+    _check_part_labels(part, offset, labelled, name)
 
 
 def _restore(

@@ -217,3 +217,21 @@ def test_missing_labels_are_refused_where_the_model_needs_them(digits, name):
         pv.fit(model.model, model.guide, (digits.x_train, y), epochs=1, progress=False)
     with pytest.raises(DataError, match="needs labels y"):
         pv.fit(model.model, model.guide, digits.x_train, epochs=1, progress=False)
+
+
+def test_a_bad_label_from_an_unsized_stream_is_named_by_its_place_in_the_stream(digits):
+    """fit checks a stream's labels batch by batch as they come (the models skip their own
+    per-call check inside fit, so that the step can be captured)."""
+    from torch.utils.data import DataLoader, IterableDataset
+
+    y = digits.y_train.clone()
+    y[250] = 10
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(zip(digits.x_train, y, strict=True))
+
+    model = build("cvae", digits)
+    with pytest.raises(DataError, match=r"label 10 at index 250 is outside the 10 classes"):
+        pv.fit(model.model, model.guide, DataLoader(Stream(), batch_size=100), epochs=1,
+               progress=False)  # fmt: skip
