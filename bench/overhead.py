@@ -1,4 +1,4 @@
-"""The cost of a step: ``pyro_vaes.fit`` (eager and compiled) against a hand-written PyTorch loop
+"""The cost of a step: ``pyro_vaes.fit`` (captured, eager, compiled) against a hand-written loop
 and plain Pyro SVI, side by side in one process; and the cost of the importance-sampled
 log-likelihood against the bare decoder forward passes on the same draws.
 
@@ -9,10 +9,11 @@ Two models, as in the README:
 * **reference**: the MLP 784-512-16 VAE, batch 100, on the mnist10k training split (8,000
   images), ``--threads`` threads (default 2).
 
-The loops run interleaved, round after round; figures are medians over epochs (for ``fit``, its
-per-epoch history, which leaves out the checks before the first epoch; the compiled fit's first
-epoch, which compiles, is left out too) and ratios are to the hand-written loop (the textbook
-loop with the analytic KL and ``torch.optim.Adam``).
+The loops run interleaved, round after round; figures are medians over epochs, with the fastest
+epoch of each loop beside them (for ``fit``, its per-epoch history, which leaves out the checks
+before the first epoch; the first epochs of each fit, which hold its first ``CAPTURE_AFTER``
+eager steps and the capture or the compilation, are left out too), and ratios are to the
+hand-written loop (the textbook loop with the analytic KL and ``torch.optim.Adam``).
 
     python bench/overhead.py --data-root ../shared/data            # both models, then the LL
     python bench/overhead.py --models tiny --ll-samples 0
@@ -43,6 +44,7 @@ import handwritten
 
 import pyro_vaes as pv
 from pyro_vaes.train.fit import resolve_device
+from pyro_vaes.train.step import CAPTURE_AFTER
 
 
 def svi_epoch(svi: pyro.infer.SVI, x: torch.Tensor, batch_size: int) -> float:
@@ -75,56 +77,71 @@ def compare(
     epochs: int,
     sync: Callable[[], None],
 ) -> dict[str, list[float]]:
-    """Seconds per epoch of every loop, ``epochs`` epochs a round, interleaved."""
-    hand, eager, compiled, plain_vae, svi_vae = (build() for _ in range(5))
+    """Seconds per epoch of every loop, ``epochs`` epochs a round, interleaved. Every fit first
+    runs the epochs that hold its first CAPTURE_AFTER + 1 steps (eager, then the capture or the
+    compilation), which are left out: the figures are the steady state."""
+    steps = -(-x.shape[0] // batch_size)
+    warmup = -(-(CAPTURE_AFTER + 1) // steps)
+    hand, default, eager, compiled, plain_vae, svi_vae, like_for_like = (build() for _ in range(7))
     hand_opt = torch.optim.Adam(hand.parameters(), lr=1e-3)
     plain = plain_functions(plain_vae, "plain")
     svi = pyro.infer.SVI(
         *plain_functions(svi_vae, "svi"), pyro.optim.Adam({"lr": 1e-3}), pyro.infer.Trace_ELBO()
     )
     adam = functools.partial(torch.optim.Adam, lr=1e-3)
-    times: dict[str, list[float]] = {
-        "hand-written, torch.optim.Adam": [],
-        "pyro_vaes.fit, defaults (fused Adam)": [],
-        "pyro_vaes.fit, optim=torch.optim.Adam": [],
-        "pyro_vaes.fit, compile=True": [],
-        "pyro_vaes.fit on plain Pyro functions": [],
-        "Pyro SVI + Trace_ELBO": [],
-    }
-    like_for_like = build()
-    fits: list[tuple[str, Any, Any, Any, bool, int]] = [
-        ("pyro_vaes.fit, defaults (fused Adam)", eager.model, eager.guide, None, False, 0),
+    # (row, model, guide, optim, compile, capture)
+    fits: list[tuple[str, Any, Any, Any, bool, bool]] = [
+        (
+            "pyro_vaes.fit, defaults (fused Adam, captured)",
+            default.model,
+            default.guide,
+            None,
+            False,
+            True,
+        ),
+        (
+            "pyro_vaes.fit, capture=False (Pyro's handlers every step)",
+            eager.model,
+            eager.guide,
+            None,
+            False,
+            False,
+        ),
         (
             "pyro_vaes.fit, optim=torch.optim.Adam",
             like_for_like.model,
             like_for_like.guide,
             adam,
             False,
-            0,
+            True,
         ),
-        ("pyro_vaes.fit, compile=True", compiled.model, compiled.guide, None, True, 1),
-        ("pyro_vaes.fit on plain Pyro functions", *plain, None, False, 0),
+        ("pyro_vaes.fit, compile=True", compiled.model, compiled.guide, None, True, True),
+        ("pyro_vaes.fit on plain Pyro functions", *plain, None, False, True),
     ]
+    times: dict[str, list[float]] = {"hand-written, torch.optim.Adam": []}
+    times.update({row[0]: [] for row in fits})
+    times["Pyro SVI + Trace_ELBO"] = []
     for r in range(rounds):
         for _ in range(epochs):
             times["hand-written, torch.optim.Adam"].append(
                 handwritten.train_epoch(hand, x, hand_opt, batch_size)
             )
             sync()
-        for name, model, guide, optim, compile, skip in fits:
+        for name, model, guide, optim, compile, capture in fits:
             history = pv.fit(
                 model,
                 guide,
                 x,
-                epochs=epochs + skip,
+                epochs=warmup + epochs,
                 optim=optim,
                 batch_size=batch_size,
                 device=x.device,
                 progress=False,
                 compile=compile,
+                capture=capture,
             )
             sync()
-            times[name] += history.seconds[skip:]
+            times[name] += history.seconds[warmup:]
         for _ in range(epochs):
             times["Pyro SVI + Trace_ELBO"].append(svi_epoch(svi, x, batch_size))
             sync()
@@ -133,13 +150,26 @@ def compare(
 
 
 def report(title: str, times: dict[str, list[float]], steps: int) -> dict[str, Any]:
-    base = statistics.median(times["hand-written, torch.optim.Adam"])
-    print(f"\n{title}\n| loop | per step | ratio |\n|---|---|---|")
+    """Medians over epochs, and the fastest epoch (noise on a shared machine only adds time,
+    so the fastest epochs are the least disturbed), with their ratios to the hand loop's."""
+    hand = times["hand-written, torch.optim.Adam"]
+    base, best_base = statistics.median(hand), min(hand)
+    print(f"\n{title}\n| loop | per step | ratio | fastest epoch: per step | ratio |")
+    print("|---|---|---|---|---|")
     rows = {}
     for k, v in times.items():
-        med = statistics.median(v)
-        rows[k] = {"us_per_step": med / steps * 1e6, "ratio": med / base, "epochs": len(v)}
-        print(f"| {k} | {med / steps * 1e6:.0f} µs | {med / base:.2f}x |")
+        med, best = statistics.median(v), min(v)
+        rows[k] = {
+            "us_per_step": med / steps * 1e6,
+            "ratio": med / base,
+            "best_us_per_step": best / steps * 1e6,
+            "best_ratio": best / best_base,
+            "epochs": len(v),
+        }
+        print(
+            f"| {k} | {med / steps * 1e6:.0f} µs | {med / base:.2f}x "
+            f"| {best / steps * 1e6:.0f} µs | {best / best_base:.2f}x |"
+        )
     return rows
 
 
