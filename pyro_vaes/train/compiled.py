@@ -295,7 +295,6 @@ _DATA_DEPENDENT = {
     "aten.unique_consecutive",
     "aten.bincount",
     "aten.repeat_interleave",
-    "aten.histc",
 }
 
 
