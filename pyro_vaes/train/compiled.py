@@ -50,10 +50,12 @@ References:
 
 from __future__ import annotations
 
+import random
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 from torch import nn
@@ -139,8 +141,19 @@ def _signature(batch: Batch) -> Signature:
     return tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in batch.items())
 
 
+def _numpy_state() -> tuple[Any, ...]:
+    state = np.random.get_state(legacy=False)
+    return (
+        state["state"]["key"].tobytes(),
+        state["state"]["pos"],
+        state["has_gauss"],
+        state["gauss"],
+    )
+
+
 class _State:
-    """The random state and the buffers, to run the same step twice from the same start."""
+    """The random state and the buffers, to run the same step twice from the same start; and
+    the states of Python's and NumPy's generators, whose draws a graph cannot hold."""
 
     def __init__(self, buffers: Sequence[torch.Tensor], device: torch.device) -> None:
         self.buffers = list(buffers)
@@ -148,6 +161,13 @@ class _State:
         self.saved_buffers = [b.detach().clone() for b in self.buffers]
         self.cpu_rng = torch.random.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self.python_rng = random.getstate()
+        self.numpy_rng = _numpy_state()
+
+    def python_draws(self) -> bool:
+        """Whether Python's or NumPy's generator has drawn since: a loss that draws from them
+        decides in Python, which a capture would freeze."""
+        return random.getstate() != self.python_rng or _numpy_state() != self.numpy_rng
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -251,6 +271,13 @@ class CompiledLoss:
                 else f"{type(err).__name__}: {_first_line(err)}"
             )
             self._give_up(f"the loss cannot be captured ({why})")
+            return
+        if start.python_draws():
+            start.restore()
+            self._give_up(
+                "the loss cannot be captured (it draws from Python's or NumPy's random "
+                "generator: a capture would freeze the draws)"
+            )
             return
         graph.graph.eliminate_dead_code()
         graph.recompile()

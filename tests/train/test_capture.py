@@ -268,3 +268,29 @@ def test_the_compiled_step_keeps_detach_and_no_grad_regions():
     assert l1 == pytest.approx(l2, rel=1e-6)
     for a, b in zip(s1, s2, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_loss_that_draws_python_random_numbers_is_not_captured(capture_after_3):
+    """A graph cannot hold Python's draws: a model that decides by random.random() would have
+    one decision frozen into every replay."""
+    import random
+
+    net = torch.nn.Linear(8, 1)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def model(self, x):
+            noise = 1.0 if random.random() < 0.5 else 0.0
+            pyro.factor("f", -((self.net(x) + noise) ** 2).sum())
+
+        def guide(self, x):
+            pass
+
+    m = Model()
+    step = Step(m.model, m.guide, loss=pv.objectives.ELBO())
+    for _ in range(5):
+        step(X[:8])
+    assert step.compiled is not None and "Python's or NumPy's random" in step.compiled.fallback
