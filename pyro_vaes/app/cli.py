@@ -707,7 +707,9 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         choices=sorted(BINARIZE),
         help="dynamic: a fresh binary draw of each training image every epoch; static: one "
-        "draw; none: the intensities (default: dynamic for a likelihood of binary pixels, else none)",
+        "draw; none: the intensities; dequantize: uniform noise within each grey level, fresh "
+        "every batch, for density models such as fvae (held-out images: one draw each) "
+        "(default: dynamic for a likelihood of binary pixels, else none)",
     )
     option("seed", "seed of the initial weights, the data order and the draws", type=int)
     option(

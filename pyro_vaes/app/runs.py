@@ -123,14 +123,44 @@ def _binarize_held_out(s: data.Splits) -> data.Splits:
     return dataclasses.replace(s, x_test=data.binarize(s.x_test, 1), x_val=x_val)
 
 
-# What each binarisation does: (transform applied to every training batch, preparation of the
-# stored images).
+def _levels(s: data.Splits) -> int:
+    if s.levels is None:
+        raise DataError(
+            f"{s.name} is not made of grey levels, so there is nothing to dequantise: "
+            "use --binarize none"
+        )
+    return s.levels
+
+
+def _dequantize(s: data.Splits) -> Callable[[torch.Tensor], torch.Tensor]:
+    return functools.partial(data.dequantize, levels=_levels(s))
+
+
+def _dequantize_held_out(s: data.Splits) -> data.Splits:
+    """Dequantisation's held-out splits: test and validation images dequantised once, with fixed
+    seeds (like dynamic binarisation's)."""
+    levels = _levels(s)
+    x_val = None if s.x_val is None else data.dequantize(s.x_val, levels, seed=2)
+    return dataclasses.replace(s, x_test=data.dequantize(s.x_test, levels, seed=1), x_val=x_val)
+
+
+def _none(s: data.Splits) -> None:
+    return None
+
+
+# What each way of presenting the intensities does: (the transform of every training batch, made
+# from the dataset; the preparation of the stored images).
 BINARIZE: dict[
-    str, tuple[Callable[[torch.Tensor], torch.Tensor] | None, Callable[[data.Splits], data.Splits]]
+    str,
+    tuple[
+        Callable[[data.Splits], Callable[[torch.Tensor], torch.Tensor] | None],
+        Callable[[data.Splits], data.Splits],
+    ],
 ] = {
-    "dynamic": (data.dynamic_binarize, _binarize_held_out),
-    "static": (None, lambda s: s.map(functools.partial(data.binarize, seed=0))),
-    "none": (None, lambda s: s),
+    "dynamic": (lambda s: data.dynamic_binarize, _binarize_held_out),
+    "static": (_none, lambda s: s.map(functools.partial(data.binarize, seed=0))),
+    "none": (_none, lambda s: s),
+    "dequantize": (_dequantize, _dequantize_held_out),
 }
 
 
@@ -242,7 +272,7 @@ def prepare_data(
 
     :raises DataError: naming the dataset if it cannot be loaded (missing files, no download).
     """
-    transform, prepare = BINARIZE[config["binarize"]]
+    make_transform, prepare = BINARIZE[config["binarize"]]
     name, root = config["data"], config.get("data_root")
     try:
         splits = data.load(name, root, val_fraction=config.get("val_fraction", 0.0))
@@ -253,7 +283,7 @@ def prepare_data(
             f"cannot load data {name!r}{where}: {lines[0] if lines else type(err).__name__}"
             + (" ..." if len(lines) > 1 else "")
         ) from err
-    return prepare(splits), transform
+    return prepare(splits), make_transform(splits)
 
 
 def build_model(config: dict[str, Any], source: Path | None = None) -> Any:

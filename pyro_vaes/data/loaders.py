@@ -128,6 +128,9 @@ class Splits:
     y_test: torch.Tensor
     x_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
+    #: the images' grey levels :math:`L` (intensities :math:`k / (L - 1)`), for
+    #: :func:`dequantize`; ``None`` for data that is not made of grey levels
+    levels: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -135,9 +138,12 @@ class Splits:
         return tuple(self.x_train.shape[1:])
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Splits:
-        """Apply ``fn`` to the images of every split (e.g. static binarisation)."""
+        """Apply ``fn`` to the images of every split (e.g. static binarisation); the images'
+        grey levels are then unknown (``levels=None``)."""
         x_val = None if self.x_val is None else fn(self.x_val)
-        return replace(self, x_train=fn(self.x_train), x_test=fn(self.x_test), x_val=x_val)
+        return replace(
+            self, x_train=fn(self.x_train), x_test=fn(self.x_test), x_val=x_val, levels=None
+        )
 
     def with_validation(self, fraction: float, seed: int = 0) -> Splits:
         """Carve a validation split of ``round(fraction * N)`` datapoints out of the training
@@ -180,7 +186,7 @@ def _digits(root: Path | None) -> Splits:
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     x, y = x[perm], y[perm]
     n_train = 1437  # the usual 80/20 split of the 1,797 images
-    return Splits("digits", x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+    return Splits("digits", x[:n_train], y[:n_train], x[n_train:], y[n_train:], levels=17)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -221,7 +227,7 @@ def _mnist10k(root: Path | None) -> Splits:
         raise DataError(f"mnist10k expects the 10,000 MNIST test images, found {images.shape}")
     x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
-    return Splits("mnist10k", x[:8000], y[:8000], x[8000:], y[8000:])
+    return Splits("mnist10k", x[:8000], y[:8000], x[8000:], y[8000:], levels=256)
 
 
 def _torchvision(cls_name: str) -> Callable[[Path | None], Splits]:
@@ -230,13 +236,16 @@ def _torchvision(cls_name: str) -> Callable[[Path | None], Splits]:
 
         cls = getattr(torchvision.datasets, cls_name)
         folder = str(root or os.environ.get("PYRO_VAES_DATA", "data"))
-        parts = []
+        parts: list[tuple[torch.Tensor, torch.Tensor]] = []
         for train in (True, False):
             ds = cls(folder, train=train, download=True)
             x = torch.as_tensor(np.asarray(ds.data)).float().div_(255.0)
             x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x.unsqueeze(1)  # to (N, C, H, W)
-            parts += [x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)]
-        return Splits(cls_name.lower(), *parts)
+            parts.append(
+                (x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.long))
+            )
+        (x_train, y_train), (x_test, y_test) = parts
+        return Splits(cls_name.lower(), x_train, y_train, x_test, y_test, levels=256)
 
     return load_split
 
@@ -298,7 +307,7 @@ def _sprites(root: Path | None) -> Splits:
     perm = torch.randperm(len(s.images), generator=torch.Generator().manual_seed(2))
     x, y = s.images[perm], s.factors[perm, 0]  # label: the shape
     n_train = int(0.9 * len(x))
-    return Splits("sprites", x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+    return Splits("sprites", x[:n_train], y[:n_train], x[n_train:], y[n_train:], levels=2)
 
 
 def _oscillator(root: Path | None) -> Splits:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from pyro_vaes.app import cli
 
@@ -188,3 +189,40 @@ def test_a_variant_keeps_its_own_networks_unless_net_is_given(tmp_path):
     assert cli.main([*args, "--net", "mlp", "--out", str(tmp_path / "plain")]) == 0
     config, model = runs.load_run(tmp_path / "plain")
     assert config["options"]["net"] == "mlp" and not isinstance(model.decoder, nets.SkipMLPDecoder)
+
+
+def test_dequantize_presents_each_grey_level_as_an_interval_fresh_every_batch(
+    tmp_path, monkeypatch
+):
+    from pyro_vaes import data
+    from pyro_vaes.app import runs
+    from pyro_vaes.catalogue import variants
+
+    seen = {}
+
+    def fit(self, model, data, **kwargs):
+        seen["transform"], seen["val"] = kwargs["transform"], kwargs["val_data"][0]
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(variants.Variant, "fit", fit)
+    out = str(tmp_path / "r")
+    args = ["train", "--variant", "fvae", "--binarize", "dequantize", "--out", out, "--quiet"]
+    assert cli.main(args) == 2
+    x = data.load("digits").x_train[:50]
+    a, b = seen["transform"](x), seen["transform"](x)
+    assert not torch.equal(a, b)  # a fresh draw every batch
+    assert torch.equal(torch.floor(a * 17), torch.round(x * 16))  # inside its grey level
+    val = seen["val"]
+    assert bool(((val >= 0) & (val < 1)).all()) and not torch.equal(val, torch.round(val * 16) / 16)
+    # the held-out images are dequantised once, the same in every run
+    config = {"data": "digits", "binarize": "dequantize", "val_fraction": 0.1}
+    first, second = runs.prepare_data(config)[0], runs.prepare_data(config)[0]
+    assert torch.equal(first.x_test, second.x_test) and torch.equal(first.x_val, second.x_val)
+
+
+def test_dequantizing_data_without_grey_levels_is_refused_in_one_line(tmp_path, capsys):
+    args = ["train", "--data", "tree", "--binarize", "dequantize", "--quiet"]
+    assert cli.main([*args, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["pyro-vaes: error: tree is not made of grey levels, so there is nothing to "
+                   "dequantise: use --binarize none"]  # fmt: skip
