@@ -165,6 +165,9 @@ class Step:
         #: datapoints (set by ``fit`` under torch.distributed); ``None``: divide by the batch size
         self.reduce_gradients: Callable[[Sequence[torch.Tensor], int], None] | None = None
         self.adversary_trainable: list[torch.Tensor] = []
+        for name, flag in (("compile", compile), ("capture", capture)):
+            if not isinstance(flag, bool | np.bool_):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         self.compile = bool(compile)
         self.capture = bool(capture)
         #: the captured loss (compiled or replayed), where it was asked for and is possible

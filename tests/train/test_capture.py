@@ -294,3 +294,10 @@ def test_a_loss_that_draws_python_random_numbers_is_not_captured(capture_after_3
     for _ in range(5):
         step(X[:8])
     assert step.compiled is not None and "Python's or NumPy's random" in step.compiled.fallback
+
+
+def test_capture_and_compile_take_only_true_or_false():
+    vae = pv.variants.build("vae", (8,), latent_dim=2, hidden=(8,))
+    for bad in ({"capture": "false"}, {"compile": 1}):
+        with pytest.raises(TypeError, match="must be True or False"):
+            pv.fit(vae.model, vae.guide, X, epochs=1, progress=False, **bad)
